@@ -1,0 +1,122 @@
+"""The command line: ``python launch.py --config methods/X.yaml [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from headgen.errors import HeadgenError
+
+EPILOG = """\
+examples:
+  python launch.py --config methods/dreamface.yaml prompt="the face of an old sailor"
+  python launch.py --config methods/dreamface.yaml stages.carve.steps=50 --device cuda
+  python launch.py --resume outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
+  python launch.py --export outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
+  python launch.py --list
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="launch.py",
+        description="headgen: generate a 3D head from a text prompt with a method recipe.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides (OmegaConf dotlist)")
+    p.add_argument("--config", metavar="RECIPE", help="recipe YAML, e.g. methods/dreamface.yaml")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the recipe's, auto)")
+    p.add_argument("--seed", type=int, help="seed of every random generator (default: the recipe's)")
+    p.add_argument("--output-dir", metavar="DIR", help="root of run directories (default: outputs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
+    p.add_argument("--export", metavar="RUN_DIR", help="re-run the export stage(s) of a finished run")
+    p.add_argument("--list", action="store_true", help="list registered parts and recipes, then exit")
+    p.add_argument("--describe", metavar="KIND/NAME", help="print the options of one part, e.g. guidance/sds")
+    p.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE", help="import a plugin module (repeatable)"
+    )
+    p.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except HeadgenError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: continue later with --resume RUN_DIR (the last checkpoint is kept)", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from headgen.registry import load_plugins
+
+    load_plugins(args.plugin)
+    if args.list:
+        print(list_text())
+        return 0
+    if args.describe:
+        print(describe_text(args.describe))
+        return 0
+    modes = [m for m in ("config", "resume", "export") if getattr(args, m)]
+    if len(modes) != 1:
+        raise HeadgenError("give exactly one of --config RECIPE, --resume RUN_DIR, --export RUN_DIR (or --list)")
+    from headgen import pipeline
+
+    if args.config:
+        overrides = list(args.overrides)
+        for flag, key in (("seed", "seed"), ("device", "device"), ("output_dir", "output_dir")):
+            value = getattr(args, flag)
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        root = pipeline.start_run(args.config, overrides, verbose=args.verbose)
+    else:
+        if args.overrides or args.seed is not None or args.output_dir:
+            raise HeadgenError(
+                "overrides, --seed and --output-dir cannot be combined with --resume/--export: the run "
+                "continues with its saved config.yaml (only --device may change)"
+            )
+        fn = pipeline.resume_run if args.resume else pipeline.export_run
+        root = fn(args.resume or args.export, device=args.device, verbose=args.verbose)
+    print(f"Run directory: {root}")
+    return 0
+
+
+def list_text() -> str:
+    from headgen.config.compose import repo_root
+    from headgen.registry import registered, summary_line
+
+    lines = []
+    for kind, table in registered().items():
+        lines.append(f"{kind}:")
+        width = max(len(n) for n in table)
+        for name, cls in table.items():
+            lines.append(f"  {name:<{width}}  {summary_line(cls)}")
+    recipes = sorted((repo_root() / "methods").glob("*.yaml"))
+    if recipes:
+        lines.append("recipes (--config):")
+        for r in recipes:
+            lines.append(f"  {os.path.relpath(r, Path.cwd()) if r.is_relative_to(Path.cwd()) else r}")
+    lines.append("details of one part: python launch.py --describe KIND/NAME")
+    return "\n".join(lines)
+
+
+def describe_text(spec: str) -> str:
+    from headgen.config.typed import config_class, describe
+    from headgen.registry import lookup, summary_line
+
+    kind, sep, name = spec.partition("/")
+    if not sep:
+        raise HeadgenError(f"--describe {spec}: use KIND/NAME, e.g. guidance/sds (see --list)")
+    cls = lookup(kind, name)
+    body = describe(config_class(cls)) or "  (no options)"
+    return f"{kind} {name}: {summary_line(cls)}\noptions:\n{body}"

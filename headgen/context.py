@@ -1,0 +1,46 @@
+"""The state one run carries from stage to stage."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from headgen.config.recipe import RunConfig
+from headgen.rundir import RunDir
+
+
+@dataclass
+class RunContext:
+    """What every stage sees: the validated config, the run directory, the device, and the
+    artifacts earlier stages left (``state['representation']`` is the current head)."""
+
+    config: RunConfig
+    plain_config: dict[str, Any]
+    run_dir: RunDir
+    device: torch.device
+    verbose: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    assets: dict[str, str] = field(default_factory=dict)
+    current_stage: str = ""
+    _head: Any = None
+
+    def stage_seed(self, stage: str) -> int:
+        """A per-stage seed, so stages are independent and a resumed stage replays exactly."""
+        return (self.config.seed * 1_000_003 + zlib.crc32(stage.encode())) % (2**63 - 1)
+
+    def generator(self, stage: str) -> torch.Generator:
+        return torch.Generator().manual_seed(self.stage_seed(stage))
+
+    @property
+    def head(self) -> Any:
+        """The head model named by ``head:`` in the recipe (loaded once, on first use)."""
+        if self._head is None:
+            self._head = self.config.head.build().load()
+        return self._head
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)

@@ -1,0 +1,190 @@
+"""Running a recipe: stages in order, progress in ``state.json``, results in the run directory."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headgen import __version__
+from headgen.config.compose import compose
+from headgen.config.recipe import RunConfig, validate
+from headgen.config.typed import to_plain
+from headgen.context import RunContext
+from headgen.errors import HeadgenError, ResumeError
+from headgen.rundir import RunDir
+from headgen.stages.results import has_result, load_result
+
+DONE, PENDING, RUNNING = "done", "pending", "running"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise HeadgenError(f"--device {name}: not a device name (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HeadgenError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise HeadgenError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    elif device.type != "cpu":
+        raise HeadgenError(f"--device {name}: unsupported device type (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def load_recipe(recipe: str | Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
+    """Compose and validate; returns the typed config and its complete plain form (defaults filled)."""
+    cfg = validate(compose(recipe, overrides))
+    return cfg, to_plain(cfg)
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    out = {"cpu_rss": round(rss, 1)}
+    if device.type == "cuda":
+        out["gpu_allocated"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def _new_state(cfg: RunConfig) -> dict[str, Any]:
+    return {
+        "order": list(cfg.stages),
+        "stages": {name: {"status": PENDING, "kind": comp.type, "seconds": 0.0} for name, comp in cfg.stages.items()},
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def start_run(
+    recipe: str | Path, overrides: list[str], *, verbose: bool = False, log: Any = print
+) -> Path:
+    cfg, plain = load_recipe(recipe, overrides)
+    device = resolve_device(cfg.device)
+    run_dir = RunDir.create(cfg.output_dir, cfg.name, cfg.prompt or cfg.name)
+    run_dir.write_config(plain)
+    state = _new_state(cfg)
+    run_dir.write_state(state)
+    ctx = RunContext(cfg, plain, run_dir, device, verbose=verbose)
+    log(f"headgen {__version__}: {cfg.name} on {device}, seed {cfg.seed}; run directory {run_dir.root}")
+    _execute(ctx, state, log=log)
+    return run_dir.root
+
+
+def resume_run(path: str | Path, *, device: str | None = None, verbose: bool = False, log: Any = print) -> Path:
+    run_dir = RunDir.open(path, "resume")
+    cfg = validate(run_dir.read_config())
+    state = run_dir.read_state()
+    order = state.get("order", [])
+    if order != list(cfg.stages):
+        raise ResumeError(
+            f"--resume {path}: state.json does not match config.yaml (stages {order} vs {list(cfg.stages)})"
+        )
+    pending = [n for n in order if state["stages"][n]["status"] != DONE]
+    ctx = RunContext(cfg, run_dir.read_config(), run_dir, resolve_device(device or cfg.device), verbose=verbose)
+    if not pending:
+        log(f"--resume {path}: every stage is already done; nothing to do")
+        return run_dir.root
+    first = pending[0]
+    stage = cfg.stages[first].build(first)
+    ckpt = stage.can_resume_from(run_dir.root / "stages" / first)
+    done = [n for n in order if state["stages"][n]["status"] == DONE]
+    if not done and ckpt is None:
+        raise ResumeError(
+            f"--resume {path}: the run holds no checkpoint (no finished stage, and stage '{first}' "
+            "wrote no last.ckpt); start a new run instead"
+        )
+    _load_latest_result(ctx, done)
+    log(f"resuming {cfg.name} at stage '{first}'" + (f" from {ckpt.relative_to(run_dir.root)}" if ckpt else ""))
+    _execute(ctx, state, log=log, resume={first: ckpt})
+    return run_dir.root
+
+
+def export_run(path: str | Path, *, device: str | None = None, verbose: bool = False, log: Any = print) -> Path:
+    run_dir = RunDir.open(path, "export")
+    cfg = validate(run_dir.read_config())
+    state = run_dir.read_state()
+    exports = [n for n, c in cfg.stages.items() if c.type == "export"]
+    if not exports:
+        raise ResumeError(f"--export {path}: the recipe has no export stage")
+    names = list(cfg.stages)
+    before = [n for n in names if n not in exports and names.index(n) < names.index(exports[-1])]
+    unfinished = [n for n in before if state["stages"][n]["status"] != DONE]
+    if unfinished:
+        raise ResumeError(
+            f"--export {path}: stage '{unfinished[0]}' is not finished; run --resume {path} first"
+        )
+    ctx = RunContext(cfg, run_dir.read_config(), run_dir, resolve_device(device or cfg.device), verbose=verbose)
+    ctx.assets.update(run_dir.read_summary().get("assets", {}))
+    ctx.metrics.update(run_dir.read_summary().get("metrics", {}))
+    _load_latest_result(ctx, before)
+    for name in exports:
+        state["stages"][name]["status"] = PENDING
+    _execute(ctx, state, log=log)
+    return run_dir.root
+
+
+def _load_latest_result(ctx: RunContext, done: list[str]) -> None:
+    for name in reversed(done):
+        stage_dir = ctx.run_dir.root / "stages" / name
+        if has_result(stage_dir):
+            ctx.state["representation"] = load_result(stage_dir, ctx)
+            return
+
+
+def _execute(ctx: RunContext, state: dict[str, Any], *, log: Any, resume: dict[str, Path | None] | None = None) -> None:
+    resume = resume or {}
+    summary = ctx.run_dir.read_summary()
+    ctx.metrics = {**summary.get("metrics", {}), **ctx.metrics}
+    ctx.assets = {**summary.get("assets", {}), **ctx.assets}
+    for name, comp in ctx.config.stages.items():
+        entry = state["stages"][name]
+        if entry["status"] == DONE:
+            continue
+        stage = comp.build(name)
+        ctx.current_stage = name
+        entry["status"] = RUNNING
+        ctx.run_dir.write_state(state)
+        log(f"stage {name} ({comp.type}{f', {stage.steps} steps' if stage.steps else ''})")
+        t0 = time.perf_counter()
+        try:
+            stage.run(ctx, resume.get(name))
+        finally:
+            entry["seconds"] = round(entry.get("seconds", 0.0) + time.perf_counter() - t0, 3)
+            ctx.run_dir.write_state(state)
+        entry["status"] = DONE
+        entry["steps"] = stage.steps
+        ctx.run_dir.write_state(state)
+        _write_summary(ctx, state)
+    _write_summary(ctx, state)
+
+
+def _write_summary(ctx: RunContext, state: dict[str, Any]) -> None:
+    cfg = ctx.config
+    stages = [
+        {"name": n, "kind": state["stages"][n]["kind"], "status": state["stages"][n]["status"],
+         "steps": state["stages"][n].get("steps", 0), "seconds": state["stages"][n].get("seconds", 0.0)}
+        for n in state["order"]
+    ]
+    summary = {
+        "method": cfg.name,
+        "prompt": cfg.prompt,
+        "seed": cfg.seed,
+        "prior": ctx.state.get("prior_used", cfg.prior),
+        "device": str(ctx.device),
+        "stages": stages,
+        "total_seconds": round(sum(s["seconds"] for s in stages), 3),
+        "peak_memory_mb": peak_memory_mb(ctx.device),
+        "assets": dict(sorted(ctx.assets.items())),
+        "metrics": ctx.metrics,
+        "finished": all(s["status"] == DONE for s in stages),
+        "headgen_version": __version__,
+    }
+    ctx.run_dir.write_summary(summary)

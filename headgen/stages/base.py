@@ -1,0 +1,29 @@
+"""The stage protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from headgen.context import RunContext
+
+
+class Stage:
+    """One step of a method. Subclasses are registered under kind ``stage``."""
+
+    def __init__(self, cfg: Any, name: str):
+        self.cfg = cfg
+        self.name = name
+
+    @property
+    def steps(self) -> int:
+        """Optimisation steps (0 for plain-code stages)."""
+        return int(getattr(self.cfg, "steps", 0))
+
+    def run(self, ctx: RunContext, resume_checkpoint: Path | None = None) -> None:
+        """Do the work; leave results in ``ctx.state`` / ``ctx.metrics`` / ``ctx.assets``."""
+        raise NotImplementedError(f"stage kind {type(self).__name__} does not implement run()")
+
+    def can_resume_from(self, stage_dir: Path) -> Path | None:
+        """The checkpoint to continue from if this stage was interrupted, else None."""
+        return None

@@ -1,0 +1,59 @@
+"""Lightning callbacks shared by every optimize stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+
+from headgen.rundir import atomic_write
+
+
+class AtomicCheckpoint(Callback):
+    """Write ``last.ckpt`` every ``every`` steps and at the end, through a temp file + rename.
+
+    A step whose loss was not finite raises before this runs, so the file on disk is always the
+    last good state.
+    """
+
+    def __init__(self, path: Path, every: int):
+        self.path = Path(path)
+        self.every = every
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        atomic_write(self.path, lambda p: trainer.save_checkpoint(str(p)))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 or step >= (trainer.max_steps or 0):
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+
+class StageProgressBar(TQDMProgressBar):
+    """One bar per stage: ``[carve] 120/300 ... it/s, loss=...``."""
+
+    def __init__(self, stage: str):
+        super().__init__(refresh_rate=1)
+        self.stage = stage
+
+    def init_train_tqdm(self) -> Any:
+        bar = super().init_train_tqdm()
+        bar.set_description(f"[{self.stage}]")
+        return bar
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.reset(total=trainer.max_steps)
+        self.train_progress_bar.initial = trainer.global_step
+        self.train_progress_bar.n = trainer.global_step
+        self.train_progress_bar.set_description(f"[{self.stage}]")
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics

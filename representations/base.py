@@ -1,0 +1,60 @@
+"""The representation protocol: the learnable head a stage optimises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from headgen.errors import ConfigError, did_you_mean
+
+
+class Representation(nn.Module):
+    """Base class of registered representations (kind ``representation``).
+
+    A representation owns the learnable parameters, names them in groups (so a recipe can give
+    each group its own learning rate, or freeze it by leaving it out), offers regularisers by
+    name (weighted by ``lambda_<name>`` in a stage's ``losses``), and hands the renderer what it
+    draws (:meth:`render_input`).
+    """
+
+    def __init__(self, cfg: Any, ctx: Any):
+        super().__init__()
+        self.cfg = cfg
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parameter groups; the default is one group ``all``."""
+        return {"all": [p for p in self.parameters()]}
+
+    def regularizer_names(self) -> list[str]:
+        return sorted(n[len("reg_") :] for n in dir(type(self)) if n.startswith("reg_"))
+
+    def regularizer(self, name: str, step: int) -> Tensor:
+        """The regulariser ``name`` (a method ``reg_<name>(step)``) as a scalar tensor."""
+        fn = getattr(self, f"reg_{name}", None)
+        if fn is None:
+            known = self.regularizer_names()
+            raise ConfigError(
+                f"representation {getattr(self, 'registered_name', type(self).__name__)} has no regulariser "
+                f"'{name}'{did_you_mean(name, known)}; it offers: {', '.join(known) or '(none)'}"
+            )
+        return fn(step)
+
+    def load_from(self, previous: Representation) -> None:
+        """Start from the previous stage's result (same type: copy every matching tensor)."""
+        if type(previous) is not type(self):
+            raise ConfigError(
+                f"cannot start a {self.registered_name} representation from a "  # type: ignore[attr-defined]
+                f"{previous.registered_name}: insert a convert stage between them"  # type: ignore[attr-defined]
+            )
+        self.load_state_dict(previous.state_dict())
+
+    def render_input(self) -> Any:
+        """What the renderer draws (a SurfaceGeometry for meshes, the field itself for NeRF)."""
+        return self
+
+    @torch.no_grad()
+    def metrics(self, ctx: Any) -> dict[str, float]:
+        """Scores of the current state (e.g. against a demo-prior target); none by default."""
+        return {}
