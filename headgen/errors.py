@@ -19,7 +19,7 @@ class ConfigError(HeadgenError):
     """A recipe, fragment or override is invalid."""
 
 
-class RegistryError(HeadgenError):
+class RegistryError(ConfigError):
     """An unknown registered name, or a clash between two registrations."""
 
 

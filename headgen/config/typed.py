@@ -210,6 +210,10 @@ def _convert_type(tp: Any, value: Any, path: str) -> Any:
                 errors.append(exc)
         if len(errors) == 1:
             raise errors[0]
+        # An alternative that got past the shape check failed for a more specific reason.
+        specific = [e for e in errors if not str(e).startswith(f"{path}: expected")]
+        if specific:
+            raise specific[0]
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {_got(value)}")
     if origin is Literal:
         if value in args:

@@ -302,7 +302,8 @@ class OptimizeStage(Stage):
         )
         if self.cfg.steps > 0:
             with _quiet_lightning(ctx.verbose):
-                trainer = make_trainer(self.name, self.cfg, stage_dir, ctx)
+                resumed = resume_checkpoint is not None
+                trainer = make_trainer(self.name, self.cfg, stage_dir, ctx, resumed=resumed)
                 trainer.fit(system, ckpt_path=resume_checkpoint, weights_only=True)
         ctx.state["representation"] = representation
         save_result(stage_dir, representation)
@@ -311,16 +312,24 @@ class OptimizeStage(Stage):
             ctx.metrics[f"{self.name}/final_loss"] = system.last_terms["loss"]
 
 
-def make_trainer(name: str, cfg: OptimizeConfig, stage_dir: Path, ctx: RunContext) -> pl.Trainer:
+def make_trainer(
+    name: str, cfg: OptimizeConfig, stage_dir: Path, ctx: RunContext, resumed: bool = False
+) -> pl.Trainer:
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     if ctx.device.type == "cuda":
         accelerator, devices = "gpu", [ctx.device.index or 0]
     else:
         accelerator, devices = "cpu", 1
+    version = ""
+    if resumed:  # keep the interrupted session's logs; the resumed one writes beside them
+        n = 1
+        while (stage_dir / "logs" / f"resumed-{n}").exists():
+            n += 1
+        version = f"resumed-{n}"
     loggers = [
-        CSVLogger(str(stage_dir), name="logs", version=""),
-        TensorBoardLogger(str(stage_dir), name="logs", version="", default_hp_metric=False),
+        CSVLogger(str(stage_dir), name="logs", version=version),
+        TensorBoardLogger(str(stage_dir), name="logs", version=version, default_hp_metric=False),
     ]
     return pl.Trainer(
         accelerator=accelerator,

@@ -100,9 +100,10 @@ class ToyTargetGuidance(Guidance):
         if self.cfg.sleep_s:
             time.sleep(self.cfg.sleep_s)
         rgb = inp.render["rgb"]
-        target = toy_target(rgb.shape[1]).to(rgb)
+        base = toy_target(rgb.shape[1]).to(rgb)
+        # The "camera" shifts the render, so the target is shifted the same way.
+        target = torch.stack([torch.roll(base, (int(s[0]), int(s[1])), (0, 1)) for s in inp.cameras])
         noise = self.cfg.noise * torch.randn(rgb.shape, generator=generator).to(rgb)
-        # The target is shifted like the render, so compare in the image's own frame.
         loss = (rgb - target - noise).pow(2).mean()
         return {"loss_fit": loss, "t": torch.tensor(0.5)}
 

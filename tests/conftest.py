@@ -1,0 +1,36 @@
+"""Shared fixtures. Test-only plugins live in tests/plugins, OUTSIDE the installed packages, and
+are loaded the way users load theirs (``--plugin toy_parts``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGINS = REPO / "tests" / "plugins"
+SHARED = REPO.parent / "shared"
+TOY_RECIPE = PLUGINS / "toy.yaml"
+
+if str(PLUGINS) not in sys.path:
+    sys.path.insert(0, str(PLUGINS))
+
+
+@pytest.fixture
+def toy_plugin():
+    """Register the toy parts (idempotent)."""
+    from headgen.registry import load_plugins
+
+    load_plugins(["toy_parts"])
+    return "toy_parts"
+
+
+@pytest.fixture
+def subprocess_env(tmp_path):
+    """Environment for running launch.py in a subprocess with the test plugins importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,188 @@
+"""The stage pipeline end to end on a toy representation loaded as an outside plugin."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, TOY_RECIPE
+from safetensors.torch import load_file
+
+from headgen.cli import main
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    code = main(["--plugin", "toy_parts", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_dir_from(out: str) -> Path:
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("Run directory: "), last
+    return Path(last[len("Run directory: ") :])
+
+
+def launch_toy(tmp_path, capsys, *overrides) -> Path:
+    code, out, err = run_cli(["--config", str(TOY_RECIPE), "--output-dir", str(tmp_path), *overrides], capsys)
+    assert code == 0, err
+    return run_dir_from(out)
+
+
+def test_toy_run_writes_complete_run_directory(tmp_path, capsys):
+    run = launch_toy(tmp_path, capsys)
+    assert run.parent.parent == tmp_path and run.parent.name == "toy"
+    assert run.name.startswith("a-toy-target@")
+    for rel in ("config.yaml", "state.json", "summary.json", "assets/toy.png",
+                "stages/fit/last.ckpt", "stages/fit/result.safetensors", "stages/fit/logs/metrics.csv",
+                "stages/polish/result.safetensors"):
+        assert (run / rel).is_file(), rel
+    assert list((run / "stages/fit/logs").glob("events.out.tfevents.*")), "no TensorBoard log"
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("method", "prompt", "seed", "prior", "device", "stages", "peak_memory_mb", "assets", "metrics"):
+        assert key in summary, key
+    assert [s["name"] for s in summary["stages"]] == ["fit", "polish", "export"]
+    assert summary["stages"][0]["steps"] == 30 and summary["stages"][0]["seconds"] > 0
+    assert summary["assets"] == {"image": "assets/toy.png"}
+    assert summary["finished"] is True and summary["peak_memory_mb"]["cpu_rss"] > 0
+    # The toy image was actually fitted: the final loss is far below the initial one.
+    import csv
+
+    rows = list(csv.DictReader(open(run / "stages/fit/logs/metrics.csv")))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert losses[-1] < 0.2 * losses[0]
+    assert summary["metrics"]["polish/final_loss"] < 5e-3
+    # No temp files are left behind by atomic writes.
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_same_seed_same_tensors_and_different_seed_differs(tmp_path, capsys):
+    a = load_file(str(launch_toy(tmp_path / "a", capsys) / "stages/fit/result.safetensors"))
+    b = load_file(str(launch_toy(tmp_path / "b", capsys) / "stages/fit/result.safetensors"))
+    c = load_file(str(launch_toy(tmp_path / "c", capsys, "--seed", "3") / "stages/fit/result.safetensors"))
+    assert torch.equal(a["image"], b["image"])
+    assert not torch.equal(a["image"], c["image"])
+
+
+def test_kill_mid_stage_then_resume_equals_uninterrupted(tmp_path, capsys, subprocess_env):
+    slow = ["stages.fit.steps=40", "stages.fit.checkpoint_every=1", "stages.fit.guidance.sleep_s=0.08"]
+    reference = launch_toy(tmp_path / "ref", capsys, *slow[:2])
+    cmd = [sys.executable, str(REPO / "launch.py"), "--plugin", "toy_parts", "--config", str(TOY_RECIPE),
+           "--output-dir", str(tmp_path / "killed"), *slow]
+    proc = subprocess.Popen(cmd, env=subprocess_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    ckpts: list[Path] = []
+    while time.time() < deadline and not ckpts:
+        ckpts = list((tmp_path / "killed").glob("toy/*/stages/fit/last.ckpt"))
+        time.sleep(0.05)
+    assert ckpts, proc.communicate()[0].decode()[-2000:]
+    time.sleep(0.6)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = ckpts[0].parents[2]
+    state = json.loads((run / "state.json").read_text())
+    assert state["stages"]["fit"]["status"] == "running", "the run finished before it was killed"
+    step_at_kill = torch.load(ckpts[0], weights_only=True)["global_step"]
+    assert 0 < step_at_kill < 40
+    code, out, err = run_cli(["--resume", str(run)], capsys)
+    assert code == 0, err
+    assert "resuming toy at stage 'fit'" in out
+    for stage in ("fit", "polish"):
+        resumed = load_file(str(run / f"stages/{stage}/result.safetensors"))
+        expected = load_file(str(reference / f"stages/{stage}/result.safetensors"))
+        assert torch.equal(resumed["image"], expected["image"]), stage
+    assert json.loads((run / "summary.json").read_text())["finished"] is True
+
+
+def test_resume_and_export_errors(tmp_path, capsys):
+    code, _, err = run_cli(["--resume", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "no such run directory" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["--resume", str(tmp_path / "empty")], capsys)
+    assert code == 2 and "not a headgen run directory" in err
+    # A run killed before its first checkpoint holds nothing to resume.
+    run = launch_toy(tmp_path, capsys)
+    state = json.loads((run / "state.json").read_text())
+    for entry in state["stages"].values():
+        entry["status"] = "pending"
+    (run / "state.json").write_text(json.dumps(state))
+    (run / "stages/fit/last.ckpt").unlink()
+    code, _, err = run_cli(["--resume", str(run)], capsys)
+    assert code == 2 and "holds no checkpoint" in err
+    code, _, err = run_cli(["--export", str(run)], capsys)
+    assert code == 2 and "is not finished" in err
+    code, _, err = run_cli(["--resume", str(run), "seed=3"], capsys)
+    assert code == 2 and "cannot be combined with --resume" in err
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+    run = launch_toy(tmp_path, capsys)
+    (run / "stages/fit/result.safetensors").write_bytes(b"garbage")
+    code, _, err = run_cli(["--export", str(run)], capsys)
+    # export loads the latest result (polish), which is intact; corrupt that one too
+    assert code == 0, err
+    (run / "stages/polish/result.safetensors").write_bytes(b"garbage")
+    code, _, err = run_cli(["--export", str(run)], capsys)
+    assert code == 2 and "missing or corrupt" in err
+
+
+def test_export_reexports_finished_run(tmp_path, capsys):
+    run = launch_toy(tmp_path, capsys)
+    png = run / "assets/toy.png"
+    png.unlink()
+    code, out, err = run_cli(["--export", str(run)], capsys)
+    assert code == 0, err
+    assert png.is_file() and run_dir_from(out) == run
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    code, out, err = run_cli(
+        ["--config", str(TOY_RECIPE), "--output-dir", str(tmp_path), "stages.fit.optimizer.lr=1e30",
+         "stages.fit.optimizer.name=sgd", "stages.fit.checkpoint_every=1"], capsys)
+    assert code == 2
+    assert "the loss is not finite" in err and "Traceback" not in err
+    ckpt = next(tmp_path.glob("toy/*/stages/fit/last.ckpt"))
+    state = torch.load(ckpt, weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    assert "last good checkpoint is kept" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "methods/does-not-exist.yaml"], "recipe file not found"),
+        (["--config", str(TOY_RECIPE), "stages.fitt.steps=3"], "unknown stage 'fitt' (did you mean 'fit'?)"),
+        (["--config", str(TOY_RECIPE), 'prompt=""'], "prompt is empty"),
+        (["--config", str(TOY_RECIPE), "stages.fit.guidance.type=sds-typo"], "unknown guidance 'sds-typo'"),
+        (["--config", str(TOY_RECIPE), "stages.fit.stepz=3"], "unknown key 'stages.fit.stepz' (did you mean 'steps'?)"),
+        (["--config", str(TOY_RECIPE), "stages.fit.steps=abc"], "stages.fit.steps: expected int, got str 'abc'"),
+        (["--config", str(TOY_RECIPE), "stages.fit.losses.lambda_fitt=1"], "no guidance loss or regulariser named"),
+        (["--config", str(TOY_RECIPE), "--device", "cuda:7"], "--device cuda:7"),
+    ],
+)
+def test_bad_input_gives_clear_error_without_traceback(tmp_path, capsys, args, message):
+    code, _, err = run_cli([*args, "--output-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_verbose_shows_traceback(tmp_path, capsys):
+    code, _, err = run_cli(["--config", "methods/does-not-exist.yaml", "--verbose"], capsys)
+    assert code == 2 and "Traceback" in err
+
+
+def test_list_shows_every_kind(capsys):
+    code, out, _ = run_cli(["--list"], capsys)
+    assert code == 0
+    for line in ("stage:", "guidance:", "representation:", "renderer:", "cameras:", "exporter:",
+                 "toy-target", "optimize", "Optimise a representation"):
+        assert line in out
+    code, out, _ = run_cli(["--describe", "guidance/toy-target"], capsys)
+    assert code == 0 and "sleep_s: float = 0.0  # Seconds to sleep per call" in out
