@@ -23,6 +23,8 @@ ENTRY_POINT_GROUP = "headgen.plugins"
 # tiny-cuda-nn) are imported lazily inside those modules, never here.
 BUILTIN_MODULES: tuple[str, ...] = (
     "headgen.stages",
+    "headgen.camera_sampling",
+    "headgen.render.volume",
     "guidance",
     "representations",
 )
