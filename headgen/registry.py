@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "headgen.plugins"
 BUILTIN_MODULES: tuple[str, ...] = (
     "headgen.stages",
     "headgen.camera_sampling",
+    "headgen.render.mesh_renderer",
     "headgen.render.volume",
     "guidance",
     "representations",

@@ -1,0 +1,1 @@
+"""Renderers: the mesh rasterizer (``mesh_renderer``), with its backends under ``raster``."""
