@@ -59,7 +59,7 @@ def test_toy_run_writes_complete_run_directory(tmp_path, capsys):
     assert losses[-1] < 0.2 * losses[0]
     assert summary["metrics"]["polish/final_loss"] < 5e-3
     # No temp files are left behind by atomic writes.
-    assert not list(run.rglob("*.tmp"))
+    assert not list(run.rglob("*.tmp*"))
 
 
 def test_same_seed_same_tensors_and_different_seed_differs(tmp_path, capsys):

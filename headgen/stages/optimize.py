@@ -274,24 +274,10 @@ class OptimizeStage(Stage):
         ckpt = stage_dir / "last.ckpt"
         return ckpt if ckpt.is_file() else None
 
-    def build_representation(self, ctx: RunContext) -> Any:
-        previous = ctx.state.get("representation")
-        if self.cfg.representation is None:
-            if previous is None:
-                raise ConfigError(
-                    f"stages.{self.name}.representation: this is the first stage that optimises, so it must "
-                    "say which representation to build ({type: ..., ...})"
-                )
-            return previous
-        rep = self.cfg.representation.build(ctx)
-        if previous is not None:
-            rep.load_from(previous)
-        return rep.to(ctx.device)
-
     def run(self, ctx: RunContext, resume_checkpoint: Path | None = None) -> None:
         stage_dir = ctx.run_dir.stage_dir(self.name)
         torch.manual_seed(ctx.stage_seed(self.name))
-        representation = self.build_representation(ctx)
+        representation = self.build_representation(ctx, self.cfg.representation)
         renderer = self.cfg.renderer.build()
         cameras = self.cfg.cameras.build()
         guidance = self.cfg.guidance.build(ctx) if self.cfg.guidance is not None else None

@@ -18,6 +18,8 @@ from headgen.stages.results import save_result
 class SelectConfig:
     selector: Component = component("selector")
     """What to select and how ({type: clip-select, ...})."""
+    representation: Component | None = component("representation", default=None)
+    """The representation the selection acts on; omitted: the previous stage's."""
 
 
 @register("stage", "select")
@@ -28,9 +30,9 @@ class SelectStage(Stage):
 
     def run(self, ctx: RunContext, resume_checkpoint: Path | None = None) -> None:
         torch.manual_seed(ctx.stage_seed(self.name))
+        rep = self.build_representation(ctx, self.cfg.representation)
         selector = self.cfg.selector.build(ctx)
         with torch.no_grad():
-            selector.select(ctx, ctx.generator(self.name))
-        rep = ctx.state.get("representation")
-        if rep is not None:
-            save_result(ctx.run_dir.stage_dir(self.name), rep)
+            selector.select(rep, ctx, ctx.generator(self.name))
+        ctx.state["representation"] = rep
+        save_result(ctx.run_dir.stage_dir(self.name), rep)

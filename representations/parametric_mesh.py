@@ -1,0 +1,202 @@
+"""The parametric head mesh (DreamFace): identity coefficients, displacement, detail normal map,
+UV textures, expressions.
+
+Geometry: ``T* = T_mean + sum_i beta*_i S_i`` is the coarse head (beta* from selection);
+``T+ = T(beta) + d * n(T*)`` adds a per-vertex displacement ``d`` along the coarse vertex normals.
+Appearance: an RGB albedo map and/or a latent texture (4 x 64 x 64, rendered directly for
+latent-space SDS) and a tangent-space detail normal map, all in the head model's UV layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from headgen.errors import ConfigError
+from headgen.geometry.laplacian import uniform_laplacian
+from headgen.geometry.mesh import Mesh, SurfaceGeometry
+from headgen.registry import register
+from representations.base import Representation
+
+
+@dataclass
+class ParametricMeshConfig:
+    num_identity: int = 50
+    """Identity coefficients optimised (the first N modes of the head model)."""
+    displacement: bool = True
+    """Learn a per-vertex displacement along the coarse vertex normals."""
+    normal_map_size: int = 512
+    """Size of the tangent-space detail normal map (0: none)."""
+    texture: Literal["none", "rgb", "latent", "both"] = "rgb"
+    """Which UV textures exist: an RGB albedo map, a latent texture, or both."""
+    texture_size: int = 512
+    """Size of the RGB albedo map."""
+    latent_size: int = 64
+    """Size of the latent texture (SD latents: 64 for a 512 image)."""
+    latent_channels: int = 4
+    """Channels of the latent texture."""
+    init_albedo: tuple[float, float, float] = (0.72, 0.56, 0.47)
+    """Initial uniform albedo of the RGB map."""
+    expression: dict[str, float] = field(default_factory=dict)
+    """Static expression blendshape weights by name (e.g. {jawOpen: 0.3})."""
+
+
+@register("representation", "parametric-mesh")
+class ParametricMesh(Representation):
+    """Head-model mesh with identity coefficients, displacement, detail normal map and UV textures."""
+
+    Config = ParametricMeshConfig
+
+    def __init__(self, cfg: ParametricMeshConfig, ctx: Any):
+        super().__init__(cfg, ctx)
+        head = ctx.head
+        self.head = head
+        k = head.identity_basis.shape[0]
+        if not 0 < cfg.num_identity <= k:
+            raise ConfigError(
+                f"representation.num_identity={cfg.num_identity}: the head model has {k} identity modes"
+            )
+        unknown = [n for n in cfg.expression if n not in head.expression_names]
+        if unknown:
+            raise ConfigError(
+                f"representation.expression: unknown expression '{unknown[0]}'; the head model has: "
+                f"{', '.join(head.expression_names)}"
+            )
+        n = cfg.num_identity
+        self.register_buffer("v_template", head.v_template.float().clone(), persistent=False)
+        self.register_buffer("identity_basis", head.identity_basis[:n].float().clone(), persistent=False)
+        self.register_buffer("faces", head.faces.long().clone(), persistent=False)
+        self.register_buffer("uvs", head.uvs.float().clone(), persistent=False)
+        self.register_buffer("uv_faces", head.uv_faces.long().clone(), persistent=False)
+        self.beta = nn.Parameter(torch.zeros(n))
+        self.register_buffer("beta_star", torch.zeros(n))
+        v = head.v_template.shape[0]
+        self.displacement = nn.Parameter(torch.zeros(v)) if cfg.displacement else None
+        s = cfg.normal_map_size
+        # Stored as an unnormalised tangent-space vector; (0,0,1) is flat.
+        self.normal_map = nn.Parameter(torch.tensor([0.0, 0.0, 1.0]).repeat(s, s, 1)) if s > 0 else None
+        if cfg.texture in ("rgb", "both"):
+            self.albedo = nn.Parameter(torch.tensor(cfg.init_albedo).repeat(cfg.texture_size, cfg.texture_size, 1))
+        else:
+            self.albedo = None
+        if cfg.texture in ("latent", "both"):
+            self.latent = nn.Parameter(torch.zeros(cfg.latent_channels, cfg.latent_size, cfg.latent_size))
+        else:
+            self.latent = None
+        weights = torch.zeros(len(head.expression_names))
+        for name, w in cfg.expression.items():
+            weights[head.expression_names.index(name)] = w
+        self.register_buffer("expression_weights", weights, persistent=False)
+        self._expr_basis = head.expression_basis.float()
+
+    # ------------------------------------------------------------------ parameters
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {"beta": [self.beta]}
+        for name in ("displacement", "normal_map", "albedo", "latent"):
+            p = getattr(self, name)
+            if p is not None:
+                groups[name] = [p]
+        return groups
+
+    def set_identity(self, beta: Tensor) -> None:
+        """Set the selected coarse identity (beta* and the starting beta)."""
+        with torch.no_grad():
+            self.beta.copy_(beta[: self.beta.numel()].to(self.beta))
+            self.beta_star.copy_(self.beta)
+
+    # ------------------------------------------------------------------ geometry
+    def coarse_vertices(self) -> Tensor:
+        """T* = T_mean + sum beta*_i S_i (the selected identity, no displacement)."""
+        return self.v_template + torch.einsum("k,kvc->vc", self.beta_star, self.identity_basis)
+
+    def vertices(self, expression: Tensor | None = None) -> Tensor:
+        """T+ = T(beta) + d n(T*) (+ expression blendshapes)."""
+        verts = self.v_template + torch.einsum("k,kvc->vc", self.beta, self.identity_basis)
+        if self.displacement is not None:
+            normals = self._coarse_mesh().vertex_normals().detach()
+            verts = verts + self.displacement[:, None] * normals
+        weights = self.expression_weights if expression is None else expression
+        if weights.abs().sum() > 0:
+            basis = self._expr_basis.to(verts.device)
+            verts = verts + torch.einsum("e,evc->vc", weights.to(verts), basis)
+        return verts
+
+    def _coarse_mesh(self) -> Mesh:
+        return Mesh(self.coarse_vertices(), self.faces, self.uvs, self.uv_faces)
+
+    def mesh(self, expression: Tensor | None = None) -> Mesh:
+        return Mesh(self.vertices(expression), self.faces, self.uvs, self.uv_faces)
+
+    def normal_map_image(self) -> Tensor | None:
+        """The detail normal map in [0,1] encoding ((0.5, 0.5, 1) is flat)."""
+        if self.normal_map is None:
+            return None
+        return F.normalize(self.normal_map, dim=-1) * 0.5 + 0.5
+
+    def render_input(self) -> SurfaceGeometry:
+        return SurfaceGeometry(
+            mesh=self.mesh(),
+            albedo_map=None if self.albedo is None else self.albedo.clamp(0.0, 1.0),
+            normal_map=self.normal_map_image(),
+            latent_map=self.latent,
+        )
+
+    def export_surface(self) -> SurfaceGeometry:
+        """The mesh with UVs and texture images, detached (for exporters)."""
+        with torch.no_grad():
+            return SurfaceGeometry(
+                mesh=self.mesh(),
+                albedo_map=None if self.albedo is None else self.albedo.detach().clamp(0.0, 1.0),
+                normal_map=self.normal_map_image(),
+            )
+
+    def to(self, *args: Any, **kwargs: Any) -> ParametricMesh:
+        out = super().to(*args, **kwargs)
+        self._expr_basis = self._expr_basis.to(self.v_template.device)
+        return out
+
+    # ------------------------------------------------------------------ regularisers
+    def reg_shape(self, step: int) -> Tensor:
+        """L_sha = ||beta - beta*||^2."""
+        return (self.beta - self.beta_star).pow(2).sum()
+
+    def reg_laplacian(self, step: int) -> Tensor:
+        """Laplacian smoothness of T+ relative to T* (mean squared difference of uniform Laplacians)."""
+        lap = self._laplacian()
+        coarse = self.coarse_vertices()
+        diff = torch.sparse.mm(lap, self.vertices()) - torch.sparse.mm(lap, coarse)
+        return diff.pow(2).sum(-1).mean()
+
+    def reg_normal_map(self, step: int) -> Tensor:
+        """L_map = ||Laplacian N_d||^2 + ||grad N_d||^2 (means over texels)."""
+        if self.normal_map is None:
+            raise ConfigError("lambda_normal_map is set but the representation has no normal map (normal_map_size: 0)")
+        n = F.normalize(self.normal_map, dim=-1).permute(2, 0, 1)[None]
+        gx = n[..., :, 1:] - n[..., :, :-1]
+        gy = n[..., 1:, :] - n[..., :-1, :]
+        kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=n.device)
+        lap = F.conv2d(F.pad(n, (1, 1, 1, 1), mode="replicate"), kernel.expand(3, 1, 3, 3), groups=3)
+        return lap.pow(2).mean() + gx.pow(2).mean() + gy.pow(2).mean()
+
+    def _laplacian(self) -> Tensor:
+        if getattr(self, "_lap", None) is None or self._lap.device != self.faces.device:
+            self._lap = uniform_laplacian(self.v_template.shape[0], self.faces)
+        return self._lap
+
+    # ------------------------------------------------------------------ stage hand-over
+    def load_from(self, previous: Representation) -> None:
+        """Start from the previous parametric mesh: copy every parameter both have."""
+        if not isinstance(previous, ParametricMesh):
+            super().load_from(previous)
+            return
+        mine = self.state_dict()
+        theirs = previous.state_dict()
+        with torch.no_grad():
+            for key, value in theirs.items():
+                if key in mine and mine[key].shape == value.shape:
+                    mine[key].copy_(value)
+        self.load_state_dict(mine)
