@@ -42,7 +42,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 24) -> Path:
         return atomic_write(path.with_suffix(".mp4"), write_mp4)
     except ImportError:
         gif = path.with_suffix(".gif")
-        return atomic_write(gif, lambda p: iio.imwrite(p, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0))
+        duration = 1000 / fps
+        return atomic_write(gif, lambda p: iio.imwrite(p, np.stack(frames), extension=".gif", duration=duration, loop=0))
 
 
 def grid(images: list[list[np.ndarray]]) -> np.ndarray:

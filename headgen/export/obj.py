@@ -74,7 +74,11 @@ class ObjExporter:
     def export(self, representation: Any, ctx: Any, assets: Path) -> dict[str, str]:
         surface = export_surface(representation)
         written: dict[str, str] = {}
-        maps = {"diffuse": surface.albedo_map, "normal": surface.normal_map, "specular": getattr(surface, "specular_map", None)}
+        maps = {
+            "diffuse": surface.albedo_map,
+            "normal": surface.normal_map,
+            "specular": getattr(surface, "specular_map", None),
+        }
         lines = ["newmtl head", "Ka 0 0 0", "Kd 1 1 1", "Ks 0.04 0.04 0.04", "Ns 32", "illum 2"]
         keys = {"diffuse": ["map_Kd"], "normal": ["norm", "map_Bump -bm 1"], "specular": ["map_Ks"]}
         for name, image in maps.items():
