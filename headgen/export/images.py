@@ -43,7 +43,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 24) -> Path:
     except ImportError:
         gif = path.with_suffix(".gif")
         duration = 1000 / fps
-        return atomic_write(gif, lambda p: iio.imwrite(p, np.stack(frames), extension=".gif", duration=duration, loop=0))
+        data = np.stack(frames)
+        return atomic_write(gif, lambda p: iio.imwrite(p, data, extension=".gif", duration=duration, loop=0))
 
 
 def grid(images: list[list[np.ndarray]]) -> np.ndarray:
