@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from headgen.config.typed import Component, component, parse
-from headgen.errors import ConfigError
+from headgen.config.typed import Component, component, model_refs, parse
+from headgen.errors import ConfigError, did_you_mean
 
 
 @dataclass
@@ -77,4 +77,10 @@ def validate(plain: dict[str, Any]) -> RunConfig:
         )
     if not cfg.stages:
         raise ConfigError("stages: the recipe defines no stage")
+    for where, name in model_refs(cfg.stages, "stages"):
+        if name not in cfg.models:
+            raise ConfigError(
+                f"{where}: unknown model '{name}'{did_you_mean(name, cfg.models)}; models defined in this recipe "
+                f"(configs/models.yaml): {', '.join(cfg.models) or '(none)'}"
+            )
     return cfg

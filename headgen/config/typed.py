@@ -50,6 +50,35 @@ def component(kind: str, *, key: str = "type", default: Any = MISSING, doc: str 
     return field(default=default, metadata=meta)
 
 
+def model_ref(default: str, *, doc: str = "") -> Any:
+    """Declare a field naming a pretrained model (a key of the recipe's ``models:``); recipes are
+    checked at load time so a typo fails before anything runs."""
+    return field(default=default, metadata={"model_ref": True, "doc": doc})
+
+
+def model_refs(obj: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every (dotted path, model name) a parsed config refers to."""
+    out: list[tuple[str, str]] = []
+    if isinstance(obj, Component):
+        return model_refs(obj.config, path)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            where = f"{path}.{f.name}" if path else f.name
+            if f.metadata.get("model_ref"):
+                names = value if isinstance(value, (list, tuple)) else [value]
+                out += [(where, n) for n in names if n]
+            else:
+                out += model_refs(value, where)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out += model_refs(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out += model_refs(v, f"{path}[{i}]")
+    return out
+
+
 def _deepcopy(x: Any) -> Any:
     import copy
 

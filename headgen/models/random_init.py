@@ -89,11 +89,19 @@ def build_vae(size: Size):
 
 
 def build_controlnet(unet):
+    """A ControlNet copied from ``unet`` whose zero-initialised output convolutions get small random
+    weights, so that (unlike a freshly initialised one) it changes the UNet's prediction."""
     from diffusers import ControlNetModel
 
     if unet.config.block_out_channels[0] >= 320:
-        return ControlNetModel.from_unet(unet)
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
+        net = ControlNetModel.from_unet(unet)
+    else:
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 8))
+    with torch.no_grad():
+        for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            for p in module.parameters():
+                p.normal_(0.0, 0.05)
+    return net
 
 
 def save_random_sd(folder: str | Path, size: Size = "tiny", seed: int = 0, controlnet: bool = True) -> Path:

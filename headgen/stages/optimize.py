@@ -283,6 +283,7 @@ class OptimizeStage(Stage):
         guidance = self.cfg.guidance.build(ctx) if self.cfg.guidance is not None else None
         if guidance is not None:
             guidance = guidance.to(ctx.device)
+            guidance.total_steps = self.cfg.steps  # for schedules over the stage (e.g. decreasing t)
         system = OptimizeSystem(
             self.name, self.cfg, representation, renderer, cameras, guidance, ctx, ctx.generator(self.name)
         )

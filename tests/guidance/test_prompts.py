@@ -59,7 +59,8 @@ def test_learned_token_changes_embedding(tiny_text, tmp_path):
     tok, enc = fresh(spec)
     emb = TextEmbedder(tok, enc, "tiny", cfg)
     assert "<back-view>" in tok.get_vocab()
-    assert torch.equal(enc.get_input_embeddings().weight[tok.convert_tokens_to_ids("<back-view>")], torch.full((16,), 3.0))
+    row = enc.get_input_embeddings().weight[tok.convert_tokens_to_ids("<back-view>")]
+    assert torch.equal(row, torch.full((16,), 3.0))
     with_tok, without = emb(["head, <back-view>", "head"])
     assert not torch.allclose(with_tok, without)
     bad = tmp_path / "bad.safetensors"

@@ -1,0 +1,102 @@
+"""Pieces every score-distillation guidance shares: config, latents, CFG, the SDS loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from guidance.backbone import DiffusionBackbone, resize_images
+from guidance.base import Guidance, GuidanceInput
+from guidance.prompts import PromptConfig
+from guidance.timesteps import TimestepConfig, sample_timesteps, sds_weight
+from headgen.config.schedule import Scalar, value_at
+from headgen.config.typed import model_ref
+
+
+@dataclass(kw_only=True)
+class DistillConfig:
+    model: str = model_ref("sd15", doc="Diffusion model (a name under models:).")
+    cfg: Scalar = 100.0
+    """Classifier-free guidance scale w (diffusers convention: eps_u + w (eps_c - eps_u))."""
+    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
+    """t range, schedule and w(t) weighting."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """View-dependent prompt templates, learned tokens, embedding cache."""
+    negative_prompt: str | None = None
+    """Negative prompt (null: the run's negative_prompt)."""
+    space: Literal["rgb", "latent"] = "rgb"
+    """rgb: encode the render with the VAE; latent: the render is already a latent (latent rendering)."""
+    image_key: str = "rgb"
+    """Which renderer output to guide (rgb, normal, latent, ...)."""
+    resolution: int = 512
+    """Images are resized to this before VAE encoding."""
+    grad_clip: Scalar | None = None
+    """Clamp the per-element gradient to [-grad_clip, grad_clip] (null: no clamp)."""
+
+
+def sds_loss(z: Tensor, grad: Tensor) -> Tensor:
+    """0.5 ||z - sg(z - grad)||^2 / B: its gradient w.r.t. z is exactly grad / B."""
+    target = (z - grad).detach()
+    return 0.5 * (z - target).pow(2).sum() / z.shape[0]
+
+
+def cfg_combine(eps_c: Tensor, eps_u: Tensor, w: float) -> Tensor:
+    return eps_u + w * (eps_c - eps_u)
+
+
+def clean_grad(grad: Tensor, clip: Scalar | None, step: int) -> Tensor:
+    grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    if clip is not None:
+        c = value_at(clip, step)
+        grad = grad.clamp(-c, c)
+    return grad
+
+
+class DistillGuidance(Guidance):
+    """Base of SDS-like guidance: turns the render into latents and owns the backbone."""
+
+    Config = DistillConfig
+
+    def __init__(self, cfg: DistillConfig, ctx: Any, backbone: DiffusionBackbone | None = None):
+        super().__init__(cfg, ctx)
+        self.ctx = ctx
+        self.required_modes = (cfg.image_key,)
+        self.total_steps = 1
+        self.backbone = backbone if backbone is not None else self.make_backbone(ctx)
+
+    def make_backbone(self, ctx: Any) -> DiffusionBackbone:
+        from guidance.factory import get_backbone
+
+        return get_backbone(ctx, self.cfg.model, prompt=self.cfg.prompt)
+
+    def negative(self, inp: GuidanceInput) -> str:
+        return self.cfg.negative_prompt if self.cfg.negative_prompt is not None else inp.negative_prompt
+
+    def latents(self, inp: GuidanceInput) -> Tensor:
+        images = inp.render[self.cfg.image_key]
+        if self.cfg.space == "latent":
+            return images.permute(0, 3, 1, 2)
+        if self.cfg.image_key == "normal" and images.shape[-1] == 3:
+            images = images.clamp(0.0, 1.0)
+        return self.backbone.encode(resize_images(images[..., :3], self.cfg.resolution))
+
+    def noise_and_t(self, z: Tensor, step: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        bb = self.backbone
+        t = sample_timesteps(self.cfg.timesteps, step, self.total_steps, z.shape[0], bb.num_train_timesteps, generator)
+        noise = torch.randn(z.shape, generator=generator).to(z)
+        t = t.to(z.device)
+        return t, noise, bb.add_noise(z.detach(), noise, t)
+
+    def weight(self, t: Tensor, z: Tensor) -> Tensor:
+        return sds_weight(self.backbone.alphas_cumprod, t, self.cfg.timesteps.weighting).to(z).view(-1, 1, 1, 1)
+
+    def finish(self, name: str, z: Tensor, grad: Tensor, t: Tensor, step: int) -> dict[str, Tensor]:
+        grad = clean_grad(grad, self.cfg.grad_clip, step)
+        return {
+            f"loss_{name}": sds_loss(z, grad),
+            "grad_norm": grad.detach().flatten(1).norm(dim=1).mean(),
+            "t": t.float().mean().detach() / self.backbone.num_train_timesteps,
+        }
