@@ -26,6 +26,9 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "headgen.camera_sampling",
     "headgen.render.mesh_renderer",
     "headgen.render.volume",
+    "headgen.heads",
+    "headgen.selection",
+    "headgen.export",
     "guidance",
     "representations",
 )
