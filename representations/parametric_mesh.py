@@ -66,6 +66,11 @@ class ParametricMesh(Representation):
                 f"representation.expression: unknown expression '{unknown[0]}'; the head model has: "
                 f"{', '.join(head.expression_names)}"
             )
+        if head.uvs is None or head.uv_faces is None:
+            raise ConfigError(
+                f"head model {head.name} has no UVs, which the parametric mesh's textures and normal map need "
+                "(FLAME: give head.uv_template)"
+            )
         n = cfg.num_identity
         self.register_buffer("v_template", head.v_template.float().clone(), persistent=False)
         self.register_buffer("identity_basis", head.identity_basis[:n].float().clone(), persistent=False)

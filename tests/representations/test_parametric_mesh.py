@@ -1,0 +1,69 @@
+"""The DreamFace parametric mesh on the built-in head."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from headgen.config import parse
+from headgen.errors import ConfigError
+from headgen.registry import build
+from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    head = build("head", {"type": "builtin"}).load()
+    return SimpleNamespace(head=head, device=torch.device("cpu"))
+
+
+def make(ctx, **kw):
+    return ParametricMesh(parse(ParametricMeshConfig, {"normal_map_size": 32, "texture_size": 32, **kw}), ctx)
+
+
+def test_identity_displacement_and_expression(ctx):
+    rep = make(ctx, num_identity=10)
+    v0 = rep.vertices().detach().clone()
+    assert torch.allclose(v0, ctx.head.v_template, atol=1e-6)
+    beta = torch.zeros(10)
+    beta[0] = 1.0
+    rep.set_identity(beta)
+    assert torch.allclose(rep.vertices(), ctx.head.vertices(beta), atol=1e-5)
+    with torch.no_grad():
+        rep.displacement.fill_(0.01)
+    moved = rep.vertices() - rep.coarse_vertices()
+    normals = rep._coarse_mesh().vertex_normals()
+    assert torch.allclose((moved * normals).sum(-1), torch.full((moved.shape[0],), 0.01), atol=1e-5)
+    smile = make(ctx, expression={"mouthSmile_L": 1.0})
+    delta = smile.vertices() - ctx.head.v_template
+    assert delta.norm(dim=-1).max() > 1e-3
+    assert delta[ctx.head.v_template[:, 0] < -0.05].norm(dim=-1).max() < 1e-4  # left smile moves +x only
+
+
+def test_regularisers_and_groups(ctx):
+    rep = make(ctx, num_identity=5, texture="both")
+    assert set(rep.param_groups()) == {"beta", "displacement", "normal_map", "albedo", "latent"}
+    assert rep.reg_shape(0).item() == 0.0 and rep.reg_laplacian(0).item() < 1e-10
+    assert rep.reg_normal_map(0).item() == 0.0
+    with torch.no_grad():
+        rep.beta[0] = 2.0
+        rep.displacement[::7] = 0.05
+        rep.normal_map[4, 4] = torch.tensor([1.0, 0.0, 1.0])
+    assert rep.reg_shape(0).item() == pytest.approx(4.0)
+    assert rep.reg_laplacian(0).item() > 1e-6 and rep.reg_normal_map(0).item() > 1e-4
+    rep.reg_laplacian(0).backward()
+    assert rep.displacement.grad.abs().sum() > 0
+    assert sorted(rep.regularizer_names()) == ["laplacian", "normal_map", "shape"]
+
+
+def test_render_input_and_bad_config(ctx):
+    rep = make(ctx, texture="latent", num_identity=3)
+    geo = rep.render_input()
+    assert geo.latent_map.shape == (4, 64, 64) and geo.albedo_map is None
+    assert geo.normal_map.shape == (32, 32, 3) and torch.allclose(geo.normal_map[0, 0], torch.tensor([0.5, 0.5, 1.0]))
+    with pytest.raises(ConfigError, match="identity modes"):
+        make(ctx, num_identity=1000)
+    with pytest.raises(ConfigError, match="unknown expression 'smile'"):
+        make(ctx, expression={"smile": 1.0})
