@@ -36,10 +36,28 @@ class Control:
 
 @dataclass
 class Branch:
-    """One conditioning of the noisy latent: per-sample texts plus optional controls."""
+    """One conditioning of the noisy latent: per-sample texts plus optional controls.
+
+    ``subject`` and ``edit`` say what the texts describe, for priors that do not read text (the
+    demo prior): ``subject`` is the user's prompt behind view-dependent texts (None for the
+    unconditional / negative branch), ``edit`` an edit instruction applied to it.
+    """
 
     texts: list[str]
     controls: list[Control] = field(default_factory=list)
+    subject: str | None = None
+    edit: str | None = None
+
+
+@dataclass
+class ViewInfo:
+    """The batch's cameras and what the latents encode; pretrained models ignore it."""
+
+    cameras: Any
+    image_key: str = "rgb"
+    """The renderer output behind the latents (rgb, normal, latent, ...)."""
+    space: str = "rgb"
+    """rgb: latents are VAE encodings of images; latent: the latents were rendered directly."""
 
 
 class DiffusionBackbone:
@@ -61,8 +79,8 @@ class DiffusionBackbone:
     def decode(self, latents: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: Any = None) -> list[Tensor]:
-        """Noise predictions for every branch (each [B,4,h,w]); ``views`` is the camera batch
+    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: ViewInfo | None = None) -> list[Tensor]:
+        """Noise predictions for every branch (each [B,4,h,w]); ``views`` describes the batch
         (ignored by pretrained models, used by the demo prior)."""
         raise NotImplementedError
 
@@ -107,7 +125,7 @@ class PretrainedBackbone(DiffusionBackbone):
         x = self.vae.decode((latents / self.scaling).to(self.dtype)).sample
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1)
 
-    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: Any = None) -> list[Tensor]:
+    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: ViewInfo | None = None) -> list[Tensor]:
         b = z_t.shape[0]
         n = len(branches)
         texts = [text for br in branches for text in br.texts]

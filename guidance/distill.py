@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from guidance.backbone import DiffusionBackbone, resize_images
+from guidance.backbone import DiffusionBackbone, ViewInfo, resize_images
 from guidance.base import Guidance, GuidanceInput
 from guidance.prompts import PromptConfig
 from guidance.timesteps import TimestepConfig, sample_timesteps, sds_weight
@@ -71,6 +71,10 @@ class DistillGuidance(Guidance):
         from guidance.factory import get_backbone
 
         return get_backbone(ctx, self.cfg.model, prompt=self.cfg.prompt)
+
+    def views(self, inp: GuidanceInput) -> ViewInfo:
+        """What a prior that renders its own data (the demo prior) needs to know about the batch."""
+        return ViewInfo(cameras=inp.cameras, image_key=self.cfg.image_key, space=self.cfg.space)
 
     def negative(self, inp: GuidanceInput) -> str:
         return self.cfg.negative_prompt if self.cfg.negative_prompt is not None else inp.negative_prompt

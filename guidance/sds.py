@@ -25,7 +25,8 @@ class SDSGuidance(DistillGuidance):
         b = z.shape[0]
         texts = view_texts(self.cfg.prompt, inp.prompt, inp.view_labels or ["front"] * b)
         with torch.no_grad():
-            eps_c, eps_u = self.backbone.eps(z_t, t, [Branch(texts), Branch([self.negative(inp)] * b)], inp.cameras)
+            branches = [Branch(texts, subject=inp.prompt), Branch([self.negative(inp)] * b)]
+            eps_c, eps_u = self.backbone.eps(z_t, t, branches, self.views(inp))
         eps = cfg_combine(eps_c, eps_u, value_at(self.cfg.cfg, inp.step))
         grad = self.weight(t, z) * (eps - noise)
         return self.finish("sds", z, grad, t, inp.step)
