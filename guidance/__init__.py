@@ -1,6 +1,7 @@
 """Guidance plugins: score distillation strategies on a shared diffusion backbone."""
 
-from guidance import sds  # noqa: F401  (registers the guidance plugins)
+from guidance import controlnet_sds, dual_path_sds, iesd, sds, ssd  # noqa: F401  (registers the plugins)
 from guidance.base import Guidance, GuidanceInput
+from guidance.demo import selection  # noqa: F401
 
 __all__ = ["Guidance", "GuidanceInput"]

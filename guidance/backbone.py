@@ -54,6 +54,8 @@ class ViewInfo:
     """The batch's cameras and what the latents encode; pretrained models ignore it."""
 
     cameras: Any
+    lights: Any = None
+    """The lights the batch was rendered under, when known."""
     image_key: str = "rgb"
     """The renderer output behind the latents (rgb, normal, latent, ...)."""
     space: str = "rgb"
@@ -111,7 +113,7 @@ class PretrainedBackbone(DiffusionBackbone):
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
-        self.latent_channels = int(unet.config.in_channels)
+        self.latent_channels = int(vae.config.latent_channels)
         self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
 
     def encode(self, images: Tensor) -> Tensor:

@@ -22,6 +22,8 @@ class GuidanceInput:
     prompt: str
     step: int
     negative_prompt: str = ""
+    lights: Any = None
+    """The :class:`headgen.cameras.Lights` the batch was rendered under (None: unknown / unlit)."""
     landmark_map: Tensor | None = None
     """[B,H,W,3] landmark conditioning for ControlNet guidance."""
     source_render: Tensor | None = None

@@ -74,7 +74,7 @@ class DistillGuidance(Guidance):
 
     def views(self, inp: GuidanceInput) -> ViewInfo:
         """What a prior that renders its own data (the demo prior) needs to know about the batch."""
-        return ViewInfo(cameras=inp.cameras, image_key=self.cfg.image_key, space=self.cfg.space)
+        return ViewInfo(cameras=inp.cameras, lights=inp.lights, image_key=self.cfg.image_key, space=self.cfg.space)
 
     def negative(self, inp: GuidanceInput) -> str:
         return self.cfg.negative_prompt if self.cfg.negative_prompt is not None else inp.negative_prompt

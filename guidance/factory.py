@@ -74,7 +74,7 @@ def get_backbone(
     if key in cache:
         return cache[key]
     if prior_mode(ctx) == "demo":
-        from guidance.demo_prior import DemoBackbone
+        from guidance.demo.backbone import DemoBackbone
 
         backbone: DiffusionBackbone = DemoBackbone.for_run(ctx, controlnets=list(controlnets))
     else:

@@ -159,11 +159,24 @@ def _execute(ctx: RunContext, state: dict[str, Any], *, log: Any, resume: dict[s
         finally:
             entry["seconds"] = round(entry.get("seconds", 0.0) + time.perf_counter() - t0, 3)
             ctx.run_dir.write_state(state)
+        _score(ctx, name)
         entry["status"] = DONE
         entry["steps"] = stage.steps
         ctx.run_dir.write_state(state)
         _write_summary(ctx, state)
     _write_summary(ctx, state)
+
+
+def _score(ctx: RunContext, stage: str) -> None:
+    """Under the demo prior the target is known: record ground-truth scores after each stage."""
+    world = ctx.state.get("demo_world")
+    rep = ctx.state.get("representation")
+    if world is None or rep is None:
+        return
+    from guidance.demo.metrics import demo_scores
+
+    for key, value in demo_scores(rep, world).items():
+        ctx.metrics[f"{stage}/{key}"] = round(value, 5)
 
 
 def _write_summary(ctx: RunContext, state: dict[str, Any]) -> None:

@@ -156,6 +156,7 @@ class OptimizeSystem(pl.LightningModule):
                 prompt=self.ctx.config.prompt,
                 negative_prompt=self.ctx.config.negative_prompt,
                 step=step,
+                lights=getattr(views, "lights", None),
             )
             terms.update(self.guidance(inp, self.generator))
         losses = self.cfg.losses

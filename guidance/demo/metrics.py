@@ -1,0 +1,72 @@
+"""Ground-truth scores of a result under the demo prior (its target is known).
+
+* ``psnr``: multi-view PSNR (dB) of the lit, textured render against the target's, over the
+  front-orbit views (where every method's cameras look), same lights, white background;
+* ``silhouette_iou``: IoU of the coverage masks over the same views;
+* ``geometry_error``: mean symmetric nearest-vertex distance between the result's surface and the
+  target's, in head heights (the built-in head is 1 unit tall);
+* ``identity_distance``: ||beta - beta_target|| when the result has identity coefficients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from guidance.demo.world import DemoWorld, camera_lights
+from headgen.cameras import Cameras
+from headgen.geometry.mesh import SurfaceGeometry
+from headgen.render.mesh_renderer import MeshRenderer
+
+FRONT_ORBIT = [(5.0, -60.0), (5.0, -30.0), (5.0, 0.0), (5.0, 30.0), (5.0, 60.0), (30.0, 0.0)]
+
+
+def eval_cameras(size: int, device: torch.device, views: list[tuple[float, float]] = FRONT_ORBIT) -> Cameras:
+    el = torch.tensor([v[0] for v in views])
+    az = torch.tensor([v[1] for v in views])
+    n = len(views)
+    return Cameras.from_spherical(el, az, torch.full((n,), 3.0), torch.full((n,), 30.0), size).to(device)
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    mse = (a - b).pow(2).mean().clamp_min(1e-10)
+    return float(10 * torch.log10(1.0 / mse))
+
+
+def mean_surface_distance(a: Tensor, b: Tensor, max_points: int = 4000) -> float:
+    """Mean symmetric nearest-neighbour distance between two vertex sets."""
+    g = torch.Generator().manual_seed(0)
+    a = a[torch.randperm(len(a), generator=g)[:max_points].to(a.device)]
+    b = b[torch.randperm(len(b), generator=g)[:max_points].to(b.device)]
+    d = torch.cdist(a, b)
+    return float(0.5 * (d.min(1).values.mean() + d.min(0).values.mean()))
+
+
+@torch.no_grad()
+def demo_scores(representation: Any, world: DemoWorld, size: int = 128, target: Any = None) -> dict[str, float]:
+    target = target or world.target
+    render_input = representation.render_input()
+    if not isinstance(render_input, SurfaceGeometry):
+        return {}
+    device = world.device
+    cams = eval_cameras(size, device)
+    light = camera_lights(cams, 1)[0]
+    r = MeshRenderer(MeshRenderer.Config(resolution=size, background="white"))
+    ref = r.render(target.surface(world.head, device), cams, light, modes=("rgb", "opacity"))
+    scores: dict[str, float] = {}
+    modes = ("rgb", "opacity") if (render_input.albedo_map is not None or render_input.albedo_fn is not None
+                                   or render_input.v_color is not None) else ("opacity",)
+    out = r.render(render_input.to(device), cams, light, modes=modes)
+    if "rgb" in out:
+        scores["psnr"] = psnr(out["rgb"], ref["rgb"])
+    inter = ((out["opacity"] > 0.5) & (ref["opacity"] > 0.5)).sum()
+    union = ((out["opacity"] > 0.5) | (ref["opacity"] > 0.5)).sum().clamp_min(1)
+    scores["silhouette_iou"] = float(inter / union)
+    scores["geometry_error"] = mean_surface_distance(render_input.mesh.v_pos.to(device),
+                                                     target.vertices(world.head).to(device))
+    beta = getattr(representation, "beta", None)
+    if beta is not None and beta.numel() <= target.beta.numel():
+        scores["identity_distance"] = float((beta.detach().cpu() - target.beta[: beta.numel()]).norm())
+    return scores

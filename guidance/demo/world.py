@@ -1,0 +1,181 @@
+"""What the demo prior knows: the head model, the run's targets, the unconditional bank, and how
+its data (renders of targets at the batch's cameras) are made.
+
+Data, per sample of a batch, as latents of the same shape as the guided latents:
+
+* ``rgb`` / ``latent`` (latent rendering): the target rendered at the sample's camera under a few
+  lights: the light the sample was rendered under (when known, the prior "sees" the lighting as
+  it sees the camera) and lights fixed relative to the camera, encoded by the linear autoencoder;
+* ``normal``: the target's normal map at the camera, encoded;
+* ``normal_opacity`` (latent space): [normal * 2 - 1, opacity] at latent resolution;
+* ``uv_albedo`` (texture prior): the target's UV albedo, encoded (camera independent).
+
+Images are rendered at twice the latent resolution and 2x2-averaged, standing in for the
+autoencoder's 8x8 average of a full-resolution render (so data cost stays small on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from guidance.demo.autoencoder import LinearAutoencoder
+from guidance.demo.targets import BANK_PROMPTS, DemoTarget, TexelMaps, make_target, texel_maps
+from headgen.cameras import Cameras, Lights
+from headgen.errors import HeadgenError
+from headgen.render.mesh_renderer import MeshRenderer
+
+
+@dataclass
+class DemoSettings:
+    bank_size: int = 16
+    """Targets in the unconditional mixture besides the run's own."""
+    lights: int = 3
+    """Lights per camera in the conditional data."""
+    texture_size: int = 256
+    """UV albedo size of the targets."""
+    supersample: int = 2
+    """Data renders are made at this multiple of the latent resolution and averaged down."""
+
+
+def camera_lights(cameras: Cameras, count: int) -> list[Lights]:
+    """``count`` directional lights fixed relative to each camera: a key light from the camera,
+    then lights swung +-40 degrees around the vertical axis and raised 25 degrees."""
+    pos = F.normalize(cameras.position, dim=-1)
+    out = []
+    angles = [0.0, 40.0, -40.0, 80.0, -80.0][:count]
+    for i, deg in enumerate(angles):
+        a = math.radians(deg)
+        rot = torch.tensor([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
+        d = pos @ rot.T.to(pos)
+        if i > 0:
+            d = F.normalize(d + torch.tensor([0.0, 0.45, 0.0], device=d.device), dim=-1)
+        n = cameras.batch_size
+        out.append(Lights(d, torch.full((n, 3), 0.7, device=d.device), torch.full((n, 3), 0.3, device=d.device)))
+    return out
+
+
+class DemoWorld:
+    """The demo prior's knowledge for one run (one per run, shared by all its backbones)."""
+
+    def __init__(self, head: Any, prompt: str, edit_prompt: str | None = None, settings: DemoSettings | None = None,
+                 device: torch.device | str = "cpu"):
+        self.head = head
+        self.settings = settings or DemoSettings()
+        self.device = torch.device(device)
+        self.maps: TexelMaps = texel_maps(head, self.settings.texture_size)
+        self.ae = LinearAutoencoder(self.device)
+        self.prompt = prompt
+        self._targets: dict[tuple[str, str | None], DemoTarget] = {}
+        self.target = self.target_for(prompt)
+        own = [self.target]
+        if edit_prompt:
+            own.append(self.target_for(prompt, edit_prompt))
+        if self.settings.bank_size > len(BANK_PROMPTS):
+            raise HeadgenError(f"demo prior bank_size is at most {len(BANK_PROMPTS)}")
+        self.bank = [self.target_for(p) for p in BANK_PROMPTS[: self.settings.bank_size]] + own
+        self._renderers: dict[int, MeshRenderer] = {}
+
+    @classmethod
+    def for_run(cls, ctx: Any) -> DemoWorld:
+        world = ctx.state.get("demo_world")
+        if world is None:
+            cfg = ctx.config
+            world = cls(ctx.head, cfg.prompt, cfg.edit_prompt or None, device=ctx.device)
+            ctx.state["demo_world"] = world
+        return world
+
+    def target_for(self, subject: str, edit: str | None = None) -> DemoTarget:
+        key = (subject, edit or None)
+        if key not in self._targets:
+            self._targets[key] = make_target(subject, self.head, self.maps, edit=edit)
+        return self._targets[key]
+
+    def targets_for(self, subject: str | None, edit: str | None) -> list[DemoTarget]:
+        """The data set of a branch: its (edited) target, or the bank when unconditional."""
+        if subject is None:
+            return self.bank
+        return [self.target_for(subject, edit)]
+
+    # ------------------------------------------------------------------ data
+    def renderer(self, size: int) -> MeshRenderer:
+        if size not in self._renderers:
+            # Supersampling already smooths the data; edge antialiasing (for gradients) is not needed.
+            self._renderers[size] = MeshRenderer(
+                MeshRenderer.Config(resolution=size, background="white", antialias=False)
+            )
+        return self._renderers[size]
+
+    @torch.no_grad()
+    def images(self, target: DemoTarget, cameras: Cameras, key: str, size: int, lights: Lights | None = None) -> Tensor:
+        """[B, M, size, size, C] data images of ``target`` (M = lights for shaded keys, else 1)."""
+        surface = target.surface(self.head, self.device)
+        ss = self.settings.supersample
+        r = self.renderer(size * ss)
+        b = cameras.batch_size
+        if key in ("rgb", "latent"):
+            # One rasterisation, shaded under every light: the mesh renderer's rgb formula,
+            # albedo * (ambient + color * max(0, n.l)), over a white background.
+            out = r.render(surface, cameras, None, modes=("albedo", "normal", "opacity"))
+            cover = out["opacity"]
+            normal = F.normalize(out["normal"] * 2 - cover, dim=-1)
+            shaded = []
+            all_lights = camera_lights(cameras, self.settings.lights)
+            if lights is not None:
+                all_lights = [lights.to(cover.device)] + all_lights[: max(0, self.settings.lights - 1)]
+            for light in all_lights:
+                ndotl = (normal * light.direction[:, None, None, :]).sum(-1, keepdim=True).clamp_min(0)
+                shade = light.ambient[:, None, None, :] + light.color[:, None, None, :] * ndotl
+                rgb = (out["albedo"] * shade).clamp(0, 1)
+                shaded.append(rgb * cover + (1 - cover))
+            img = torch.stack(shaded, dim=1)
+        elif key in ("normal", "normal_opacity"):
+            out = r.render(surface, cameras, None, modes=("normal", "opacity"))
+            if key == "normal":
+                img = out["normal"]
+            else:
+                img = torch.cat([out["normal"] * 2 - out["opacity"], out["opacity"]], -1)
+            img = img[:, None]
+        elif key in ("albedo", "shading"):
+            img = r.render(surface, cameras, None, modes=(key,))[key][:, None]
+        else:
+            raise HeadgenError(f"the demo prior cannot model renders of '{key}'")
+        if ss > 1:
+            flat = img.flatten(0, 1).permute(0, 3, 1, 2)
+            flat = F.avg_pool2d(flat, ss)
+            img = flat.permute(0, 2, 3, 1).view(b, -1, size, size, img.shape[-1])
+        return img
+
+    def data(self, targets: list[DemoTarget], views: Any, h: int, w: int, cache: dict | None = None) -> Tensor:
+        """[B, M_total, D] latent data for each sample (D = C*h*w flattened like the latents)."""
+        if h != w:
+            raise HeadgenError("the demo prior needs square latents")
+        cache = {} if cache is None else cache
+        parts = []
+        for target in targets:
+            ck = (target.name, views.image_key)
+            if ck not in cache:
+                cache[ck] = self._latents(target, views, h)
+            parts.append(cache[ck])
+        return torch.cat(parts, dim=1)
+
+    def _latents(self, target: DemoTarget, views: Any, h: int) -> Tensor:
+        key = views.image_key
+        if key == "uv_albedo":
+            tex = target.albedo.to(self.device).permute(2, 0, 1)[None]
+            small = F.adaptive_avg_pool2d(tex, h).permute(0, 2, 3, 1)
+            z = self.ae.encode_pooled(small)
+            b = views.cameras.batch_size if views.cameras is not None else 1
+            return z.flatten(1)[:, None].expand(b, 1, -1)
+        imgs = self.images(target, views.cameras, key, h, getattr(views, "lights", None))
+        b, m = imgs.shape[:2]
+        if key == "normal_opacity":
+            z = imgs.flatten(0, 1).permute(0, 3, 1, 2)
+        else:
+            z = self.ae.encode_pooled(imgs.flatten(0, 1))
+        return z.reshape(b, m, -1)
