@@ -34,6 +34,9 @@ class SSDConfig(ControlNetSDSConfig):
     """ssd: self score distillation; sds: SDS with CFG on the same model and controls (the paper's
     ablation). The loss key stays loss_ssd, so a recipe switches with this option alone."""
 
+    def unused_models(self) -> set[str]:
+        return set() if self.use_controlnet else {"controlnet"}
+
 
 @register("guidance", "ssd")
 class SSDGuidance(LandmarkGuidance):

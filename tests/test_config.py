@@ -199,3 +199,21 @@ def test_resolved_config_round_trips(config_dir):
     again = validate(to_plain(cfg))
     assert to_plain(again) == to_plain(cfg)
     assert to_plain(cfg)["stages"]["fit"]["kind"] == "optimize"
+
+
+def test_model_refs_are_checked_and_unused_ones_skipped():
+    from headgen.config.typed import model_refs
+
+    plain = {
+        "name": "x", "prompt": "p", "head": None,
+        "models": {"sd15": {"hub_id": "a/b"}, "cn": {"hub_id": "c/d", "kind": "controlnet"}},
+        "stages": {"s": {"kind": "optimize", "renderer": {"type": "mesh"}, "cameras": {"type": "arc"},
+                         "representation": {"type": "parametric-mesh"},
+                         "guidance": {"type": "ssd", "model": "sd15", "controlnet": "cn", "use_controlnet": False},
+                         "losses": {"lambda_ssd": 1.0}}},
+    }
+    cfg = validate(plain)
+    assert [name for _, name in model_refs(cfg.stages)] == ["sd15"]
+    plain["stages"]["s"]["guidance"]["model"] = "sd16"
+    with pytest.raises(ConfigError, match=r"stages.s.guidance.model: unknown model 'sd16' \(did you mean 'sd15'\?\)"):
+        validate(plain)

@@ -62,9 +62,14 @@ def model_refs(obj: Any, path: str = "") -> list[tuple[str, str]]:
     if isinstance(obj, Component):
         return model_refs(obj.config, path)
     if is_dataclass(obj) and not isinstance(obj, type):
+        # A config may switch a model off (e.g. ssd's use_controlnet: false): it then names the
+        # fields it leaves unused, so `prior: auto` does not fall back to the demo prior over them.
+        unused = obj.unused_models() if hasattr(obj, "unused_models") else set()
         for f in fields(obj):
             value = getattr(obj, f.name)
             where = f"{path}.{f.name}" if path else f.name
+            if f.name in unused:
+                continue
             if f.metadata.get("model_ref"):
                 names = value if isinstance(value, (list, tuple)) else [value]
                 out += [(where, n) for n in names if n]
