@@ -1,6 +1,6 @@
 """Representation plugins: the learnable head (parametric mesh, DMTet, NeRF)."""
 
-from representations import parametric_mesh  # noqa: F401  (registers its parts)
+from representations import convert_nerf_dmtet, dmtet, nerf, parametric_mesh  # noqa: F401  (registers them)
 from representations.base import Representation
 
 __all__ = ["Representation"]

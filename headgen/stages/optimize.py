@@ -179,6 +179,11 @@ class OptimizeSystem(pl.LightningModule):
         for key, value in terms.items():
             if not key.startswith("loss_") and isinstance(value, (Tensor, float, int)):
                 logged[key] = float(value.detach() if isinstance(value, Tensor) else value)
+        if not total.requires_grad:
+            raise ConfigError(
+                f"stages.{self.stage_name}: nothing to optimise: no guidance loss and no lambda_* regulariser "
+                "with a non-zero weight (set a guidance, or losses: {lambda_<name>: ...})"
+            )
         if not torch.isfinite(total):
             self._raise_non_finite(step, logged)
         logged["loss"] = float(total.detach())
