@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PLUGINS = REPO / "tests" / "plugins"
-SHARED = REPO.parent / "shared"
-TOY_RECIPE = PLUGINS / "toy.yaml"
-
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
+
+from testpaths import REPO  # noqa: E402
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TOY_RECIPE
+from testpaths import REPO, TOY_RECIPE
 from safetensors.torch import load_file
 
 from headgen.cli import main

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trimesh
-from conftest import REPO
+from testpaths import REPO
 
 from headgen.cli import main
 from headgen.config.compose import compose
