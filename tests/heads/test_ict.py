@@ -166,3 +166,27 @@ def test_read_obj_relative_and_plain_indices(tmp_path):
     p.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nf -3/-3 -2/-2 -1/-1\nf 1 2 3\n")
     obj = read_obj(p)
     assert obj.polygons[0] == ([0, 1, 2], [0, 1, 2]) and obj.polygons[1] == ([0, 1, 2], [])
+
+
+@needs_real
+def test_real_cropped_model_renders_without_holes():
+    import torch
+    from scipy.ndimage import binary_fill_holes
+
+    from headgen.cameras import Cameras
+    from headgen.geometry.mesh import Mesh
+    from headgen.render.mesh_renderer import MeshRenderer
+
+    head = load_ict_facekit(REAL)
+    mesh = Mesh(head.v_template, head.faces, head.uvs, head.uv_faces)
+    n = 3
+    cams = Cameras.from_spherical(torch.zeros(n), torch.tensor([0.0, 40.0, -40.0]), torch.full((n,), 3.0),
+                                  torch.full((n,), 30.0), 128)
+    with torch.no_grad():
+        out = MeshRenderer(MeshRenderer.Config(resolution=128, antialias=False)).render(mesh, cams, None,
+                                                                                        modes=("opacity", "shading"))
+    for i in range(n):
+        covered = out["opacity"][i, ..., 0].numpy() > 0.5
+        assert covered.sum() > 2000
+        holes = binary_fill_holes(covered) & ~covered
+        assert holes.sum() == 0, f"view {i}: {holes.sum()} pixels of holes"
