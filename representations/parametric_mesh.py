@@ -136,6 +136,10 @@ class ParametricMesh(Representation):
     def mesh(self, expression: Tensor | None = None) -> Mesh:
         return Mesh(self.vertices(expression), self.faces, self.uvs, self.uv_faces)
 
+    def landmarks_mediapipe(self) -> Tensor:
+        """[478,3] MediaPipe landmarks on the current surface (NaN where the head has none)."""
+        return self.head.landmarks_mediapipe(self.vertices())
+
     def normal_map_image(self) -> Tensor | None:
         """The detail normal map in [0,1] encoding ((0.5, 0.5, 1) is flat)."""
         if self.normal_map is None:

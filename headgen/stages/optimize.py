@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,6 +72,11 @@ class OptimizeConfig:
     """Log scalars to CSV/TensorBoard every this many steps."""
     preview_every: int = 0
     """Save a preview image every this many steps (0: only at the end)."""
+    landmarks: Literal["off", "head", "representation"] = "off"
+    """Landmark maps for ControlNet guidance: head = the head model's landmarks (selected identity when the
+    representation has one, else the template); representation = the representation's own (parametric meshes)."""
+    landmark_back_view: Literal["oval", "none"] = "oval"
+    """Back views (|azimuth| > 90) draw the face oval only (HeadArtist) or nothing (HeadSculpt)."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -157,6 +162,8 @@ class OptimizeSystem(pl.LightningModule):
                 negative_prompt=self.ctx.config.negative_prompt,
                 step=step,
                 lights=getattr(views, "lights", None),
+                landmark_map=self.landmark_map(views.cameras, render),
+                extra={"edit_prompt": self.ctx.config.edit_prompt} if self.ctx.config.edit_prompt else {},
             )
             terms.update(self.guidance(inp, self.generator))
         losses = self.cfg.losses
@@ -191,6 +198,29 @@ class OptimizeSystem(pl.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, on_step=True, prog_bar=False)
         self.log("loss", logged["loss"], prog_bar=True, logger=False)
         return total
+
+    def landmark_map(self, cameras: Any, render: dict[str, Tensor]) -> Tensor | None:
+        """[B,H,W,3] MediaPipe contour maps at the batch's cameras (the render's size), or None."""
+        mode = self.cfg.landmarks
+        if mode == "off":
+            return None
+        from headgen.render.landmarks import render_landmark_map
+
+        if mode == "representation":
+            fn = getattr(self.representation, "landmarks_mediapipe", None)
+            if fn is None:
+                raise ConfigError(
+                    f"stages.{self.stage_name}.landmarks: representation has no landmarks of its own; use head"
+                )
+            points = fn().detach()
+        else:
+            head = self.ctx.head
+            beta = getattr(self.representation, "beta_star", None)
+            points = head.landmarks_mediapipe(head.vertices(beta.detach().cpu()) if beta is not None else None)
+        any_image = next(iter(render.values()))
+        size = any_image.shape[1]
+        cams = replace(cameras, height=size, width=any_image.shape[2])
+        return render_landmark_map(points.to(self.device), cams, back_view=self.cfg.landmark_back_view).to(self.device)
 
     def _check_terms(self, guided: set[str]) -> None:
         self._checked_terms = True
