@@ -1,0 +1,108 @@
+"""Guidance step time, and step time / (time of the model passes the step contains).
+
+    python benchmarks/bench_guidance_speed.py --size tiny            # tiny random SD (seconds)
+    python benchmarks/bench_guidance_speed.py --size full --device cuda --dtype float16
+
+`full` builds SD 1.5-sized UNet / VAE / text encoder / ControlNets with random weights (no
+download), so timings are real. Each step: VAE-encode the 512 px render (rgb guidance), one
+batched UNet call, ControlNet call(s), backward of the SDS loss into the render. The ratio says
+how much time the guidance adds around its model passes (1.0 = none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from guidance.backbone import Branch, Control
+from guidance.base import GuidanceInput
+from guidance.factory import load_pretrained
+from guidance.prompts import PromptConfig
+from headgen.cameras import Cameras
+from headgen.config import parse
+from headgen.config.recipe import ModelSpec
+from headgen.models.random_init import save_random_sd
+from headgen.registry import lookup
+
+
+def timed(fn, device: torch.device, repeat: int) -> float:
+    fn()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeat
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=["tiny", "full"], default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    res = 512 if args.size == "full" else 64
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = save_random_sd(Path(tmp) / "sd", size=args.size)
+        cn = sd.with_name("sd-controlnet")
+        models = {
+            "sd": ModelSpec(hub_id="random/sd", local_dir=str(sd), dtype=args.dtype),
+            "cn": ModelSpec(hub_id="random/cn", local_dir=str(cn), kind="controlnet", dtype=args.dtype),
+            "ip2p": ModelSpec(hub_id="random/ip2p", local_dir=str(cn), kind="controlnet", dtype=args.dtype),
+        }
+        bb = load_pretrained(models, "sd", {"landmarks": "cn", "ip2p": "ip2p"}, PromptConfig(cache_dir=None), device)
+        b = args.batch
+        cams = Cameras.from_spherical(torch.zeros(b), torch.zeros(b), torch.full((b,), 3.0), torch.full((b,), 40.0),
+                                      res).to(device)
+        render = torch.rand(b, res, res, 3, device=device)
+        lmk = torch.rand(b, res, res, 3, device=device)
+        z = bb.encode(render)
+        t = torch.full((b,), 500, device=device)
+        ctrl = Control("landmarks", lmk, 1.0)
+        edit = Control("ip2p", render, 1.0)
+        four = [Branch(["a"] * b, [ctrl]), Branch([""] * b, [ctrl]), Branch(["e"] * b, [ctrl, edit]),
+                Branch([""] * b, [ctrl, edit])]
+        pass_time = {
+            "vae": timed(lambda: bb.encode(render), device, args.repeat),
+            "unet2": timed(lambda: bb.eps(z, t, [Branch(["a"] * b), Branch([""] * b)]), device, args.repeat),
+            "unet2+cn": timed(lambda: bb.eps(z, t, [Branch(["a"] * b, [ctrl]), Branch([""] * b, [ctrl])]),
+                              device, args.repeat),
+            "unet4+cn+ip2p": timed(lambda: bb.eps(z, t, four), device, args.repeat),
+        }
+        cases = [
+            ("sds", {"model": "sd"}, pass_time["vae"] + pass_time["unet2"]),
+            ("controlnet-sds", {"model": "sd", "controlnet": "cn"}, pass_time["vae"] + pass_time["unet2+cn"]),
+            ("ssd", {"model": "sd", "controlnet": "cn"}, pass_time["vae"] + pass_time["unet2+cn"]),
+            ("iesd", {"model": "sd", "controlnet": "cn", "ip2p_controlnet": "ip2p", "edit_prompt": "make it old"},
+             pass_time["vae"] + pass_time["unet4+cn+ip2p"]),
+        ]
+        print(f"{args.size} SD architecture, random weights, {device}, {args.dtype}, batch {b}, render {res}px")
+        print("model passes: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in pass_time.items()))
+        print(f"{'guidance':16s} {'step ms':>9s} {'passes ms':>10s} {'ratio':>6s}")
+        gen = torch.Generator().manual_seed(0)
+        for name, cfg, passes in cases:
+            cls = lookup("guidance", name)
+            g = cls(parse(cls.Config, {"resolution": res, **cfg}), None, backbone=bb)
+            x = render.clone().requires_grad_(True)
+
+            def step(g=g, x=x) -> None:
+                inp = GuidanceInput({"rgb": x}, cams, ["front"] * b, "a face", 0, landmark_map=lmk,
+                                    source_render=render.detach())
+                out = g(inp, gen)
+                sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+
+            dt = timed(step, device, args.repeat)
+            print(f"{name:16s} {dt * 1000:9.1f} {passes * 1000:10.1f} {dt / passes:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
