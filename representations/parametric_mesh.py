@@ -136,6 +136,10 @@ class ParametricMesh(Representation):
     def mesh(self, expression: Tensor | None = None) -> Mesh:
         return Mesh(self.vertices(expression), self.faces, self.uvs, self.uv_faces)
 
+    def expression_deltas(self) -> tuple[list[str], Tensor]:
+        """Expression blendshape names and deltas [E,V,3] (morph targets of exported assets)."""
+        return list(self.head.expression_names), self._expr_basis
+
     def landmarks_mediapipe(self) -> Tensor:
         """[478,3] MediaPipe landmarks on the current surface (NaN where the head has none)."""
         return self.head.landmarks_mediapipe(self.vertices())

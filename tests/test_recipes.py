@@ -24,12 +24,15 @@ def test_recipe_validates(recipe):
 
 def test_builtin_head_recipe_runs(tmp_path, capsys):
     code = main(["--config", "methods/builtin-head.yaml", "--output-dir", str(tmp_path),
-                 "stages.export.exporters.1.turntable_frames=4", "stages.export.exporters.1.resolution=96"])
+                 "stages.export.exporters.2.turntable_frames=4", "stages.export.exporters.2.resolution=96",
+                 "stages.export.exporters.3.frames=4", "stages.export.exporters.3.resolution=64"])
     out, err = capsys.readouterr()
     assert code == 0, err
     run = Path(out.strip().splitlines()[-1].removeprefix("Run directory: "))
     summary = json.loads((run / "summary.json").read_text())
-    assert {"obj", "mtl", "diffuse_map", "preview", "turntable"} <= set(summary["assets"])
+    assert {"obj", "mtl", "diffuse_map", "glb", "preview", "turntable", "animation"} <= set(summary["assets"])
+    glb = trimesh.load(run / summary["assets"]["glb"])
+    assert len(glb.geometry) == 1
     mesh = trimesh.load(run / summary["assets"]["obj"], process=False)
     assert mesh.visual.uv is not None and len(mesh.faces) > 20_000
     assert summary["metrics"]["selected_beta_norm"] > 0

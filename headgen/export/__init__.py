@@ -1,3 +1,3 @@
 """Exporters (kind ``exporter``): the files an export stage writes into ``assets/``."""
 
-from headgen.export import obj, preview  # noqa: F401
+from headgen.export import animation, gltf, obj, preview  # noqa: F401

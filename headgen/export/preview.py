@@ -25,12 +25,13 @@ def orbit_cameras(azimuths: list[float], elevation: float, distance: float, fovy
     )
 
 
-def _front_light(cameras: Cameras) -> Lights:
-    # A key light above and to the side of the camera reads shapes better than a headlight.
+def front_light(cameras: Cameras) -> Lights:
+    """A key light above and to the side of each camera (reads shapes better than a headlight)."""
     n = cameras.batch_size
-    offset = torch.tensor([0.4, 0.5, 0.0])
+    offset = torch.tensor([0.4, 0.5, 0.0], device=cameras.position.device)
     direction = torch.nn.functional.normalize(torch.nn.functional.normalize(cameras.position, dim=-1) + offset, dim=-1)
-    return Lights(direction, torch.full((n, 3), 0.75), torch.full((n, 3), 0.3))
+    dev = direction.device
+    return Lights(direction, torch.full((n, 3), 0.75, device=dev), torch.full((n, 3), 0.3, device=dev))
 
 
 def render_views(surface: SurfaceGeometry, cameras: Cameras, mode: str, resolution: int, batch: int = 4) -> np.ndarray:
@@ -40,7 +41,7 @@ def render_views(surface: SurfaceGeometry, cameras: Cameras, mode: str, resoluti
     with torch.no_grad():
         for i in range(0, cameras.batch_size, batch):
             cams = cameras[i : i + batch]
-            img = renderer.render(surface, cams, _front_light(cams), modes=(mode, "opacity"))
+            img = renderer.render(surface, cams, front_light(cams), modes=(mode, "opacity"))
             a = img["opacity"]
             rgb = img[mode] * a + (1 - a) if mode == "shading" else img[mode]
             out.append(to_uint8(rgb))

@@ -18,15 +18,6 @@ SMALL = HashGridConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread for this module: on the shared 2-core test machines, two OpenMP threads
-    spin at every op's barrier while the other core is busy, which made these tests ~4x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def reference_encoding(enc: HashGridEncoding, x: torch.Tensor) -> torch.Tensor:
     """Straightforward per-level, per-corner evaluation with numpy uint32 hashing (independent of

@@ -9,16 +9,6 @@ from headgen.geometry.mesh import Mesh
 from headgen.geometry.tets import TetGrid, tet_grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread for this module: on the shared 2-core test machines, two OpenMP threads
-    spin at every op's barrier while the other core is busy, which made these tests ~4x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def signed_volumes(pos: torch.Tensor, tets: torch.Tensor) -> torch.Tensor:
     p = pos[tets].double()
     return torch.linalg.det(p[:, 1:] - p[:, :1]) / 6.0

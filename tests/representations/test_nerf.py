@@ -19,15 +19,6 @@ SMALL_HASH = {"levels": 6, "log2_hashmap_size": 12, "base_resolution": 4, "max_r
 RES = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread for this module: on the shared 2-core test machines, two OpenMP threads
-    spin at every op's barrier while the other core is busy, which made these tests ~4x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def make(ctx=None, **kw) -> NeRF:
     node = {"density_encoding": SMALL_HASH, "color_encoding": SMALL_HASH, "prior_resolution": 64, **kw}

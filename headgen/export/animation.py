@@ -1,0 +1,164 @@
+"""``animation.mp4``: the head driven through a short sequence of expression weights.
+
+The frames show the exported surface (textured if it has an albedo map, else grey shading) with
+the expression blendshapes added linearly, exactly as the morph targets of ``head.glb`` animate
+it: ``v(t) = v_base + sum_e w_e(t) delta_e``. Keyframes are spread evenly over the frames and
+eased with smoothstep between neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from headgen.errors import HeadgenError, did_you_mean
+from headgen.export.gltf import expression_blendshapes
+from headgen.export.images import to_uint8, write_video
+from headgen.export.obj import export_surface
+from headgen.export.preview import front_light, orbit_cameras
+from headgen.geometry.mesh import SurfaceGeometry
+from headgen.registry import register
+from headgen.render.mesh_renderer import MeshRenderer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEQUENCE: list[dict[str, float]] = [
+    {},
+    {"jawOpen": 0.6},
+    {"mouthSmile_L": 0.9, "mouthSmile_R": 0.9},
+    {"mouthSmile_L": 0.5, "mouthSmile_R": 0.5, "eyeBlink_L": 1.0, "eyeBlink_R": 1.0},
+    {"browInnerUp": 0.9, "jawOpen": 0.25},
+    {},
+]
+"""The default keyframes (ARKit blendshape names): neutral, open jaw, smile, blink, brows up, neutral."""
+
+
+def keyframe_weights(sequence: list[dict[str, float]], names: list[str], strict: bool) -> Tensor:
+    """Keyframes as a [K,E] weight matrix over the blendshapes ``names``.
+
+    Names the head lacks raise a HeadgenError when ``strict``; otherwise they are skipped with a
+    log message. Either way it is an error when no name of the sequence exists.
+    """
+    if len(sequence) < 2:
+        raise HeadgenError(f"exporter animation: sequence needs at least 2 keyframes, got {len(sequence)}")
+    index = {n: i for i, n in enumerate(names)}
+    weights = torch.zeros(len(sequence), len(names))
+    missing: list[str] = []
+    for k, frame in enumerate(sequence):
+        for name, w in frame.items():
+            if name in index:
+                weights[k, index[name]] = float(w)
+            elif strict:
+                raise HeadgenError(
+                    f"exporter animation: sequence[{k}] names expression '{name}'{did_you_mean(name, names)}, "
+                    f"which the head does not have; it has: {', '.join(names)}"
+                )
+            elif name not in missing:
+                missing.append(name)
+    used = {n for frame in sequence for n in frame if n in index}
+    if not used:
+        raise HeadgenError(
+            f"exporter animation: none of the sequence's expressions ({', '.join(missing) or 'none given'}) "
+            f"exist in the head; it has: {', '.join(names)}. Set the exporter's sequence to names it has."
+        )
+    if missing:
+        log.info("exporter animation: the head has no %s; those keyframe weights are skipped", ", ".join(missing))
+    return weights
+
+
+def interpolate(keys: Tensor, frames: int) -> Tensor:
+    """[K,E] keyframes -> [frames,E] weights; keyframes evenly spaced, smoothstep in between."""
+    if frames < 1:
+        raise HeadgenError(f"exporter animation: frames must be >= 1, got {frames}")
+    k = keys.shape[0]
+    s = torch.linspace(0.0, k - 1.0, frames, dtype=torch.float64) if frames > 1 else torch.zeros(1, dtype=torch.float64)
+    lo = s.floor().long().clamp(max=k - 2)
+    t = (s - lo).clamp(0.0, 1.0)
+    t = (t * t * (3.0 - 2.0 * t)).to(keys.dtype)[:, None]
+    return keys[lo] * (1.0 - t) + keys[lo + 1] * t
+
+
+@register("exporter", "animation")
+class AnimationExporter:
+    """animation.mp4: the head rendered through a sequence of expression weights (morph-target preview)."""
+
+    @dataclass
+    class Config:
+        filename: str = "animation.mp4"
+        """Name of the video in assets/ (a .gif is written instead when ffmpeg is unavailable)."""
+        frames: int = 72
+        """Number of frames."""
+        fps: int = 24
+        resolution: int = 384
+        """Pixel size of the (square) frames."""
+        elevation: float = 5.0
+        azimuth: float = 15.0
+        """Camera azimuth in degrees (0 = front, +90 = the subject's left profile)."""
+        distance: float = 2.6
+        fovy: float = 30.0
+        sequence: list[dict[str, float]] | None = None
+        """Keyframes {expression name: weight}, evenly spaced over the video; null = a default sequence
+        (neutral, jawOpen, smile, blink, browInnerUp, neutral) whose names the head lacks are skipped.
+        Names in a sequence you give must exist in the head."""
+
+    def __init__(self, cfg: Config):
+        if cfg.frames < 1 or cfg.fps < 1 or cfg.resolution < 8:
+            raise HeadgenError(
+                f"exporter animation: need frames >= 1, fps >= 1 and resolution >= 8, got frames={cfg.frames}, "
+                f"fps={cfg.fps}, resolution={cfg.resolution}"
+            )
+        self.cfg = cfg
+
+    def export(self, representation: Any, ctx: Any, assets: Path) -> dict[str, str]:
+        c = self.cfg
+        shapes = expression_blendshapes(representation)
+        if shapes is None:
+            name = getattr(representation, "registered_name", type(representation).__name__)
+            raise HeadgenError(
+                f"exporter animation: representation {name} has no expression blendshapes (it needs "
+                "expression_deltas() or a head model with expressions, as the parametric mesh has); "
+                "remove the animation exporter or convert to a parametric mesh first"
+            )
+        names, deltas = shapes
+        strict = c.sequence is not None
+        keys = keyframe_weights(list(c.sequence) if strict else DEFAULT_SEQUENCE, names, strict)
+        weights = interpolate(keys, c.frames)
+        device = getattr(ctx, "device", torch.device("cpu"))
+        frames = render_expressions(export_surface(representation).to(device), deltas.to(device), weights, c)
+        return {"animation": str(write_video(assets / c.filename, frames, fps=c.fps))}
+
+
+def render_expressions(surface: SurfaceGeometry, deltas: Tensor, weights: Tensor, cfg: Any) -> list[np.ndarray]:
+    """One uint8 frame [H,W,3] per row of ``weights [N,E]`` (camera, resolution from ``cfg``)."""
+    if deltas.shape[1] != surface.mesh.num_vertices:
+        raise HeadgenError(
+            f"exporter animation: the expression blendshapes have {deltas.shape[1]} vertices but the exported "
+            f"mesh has {surface.mesh.num_vertices}"
+        )
+    mode = "rgb" if surface.albedo_map is not None or surface.v_color is not None else "shading"
+    renderer = MeshRenderer(MeshRenderer.Config(resolution=cfg.resolution, background="white"))
+    # Built on the CPU (the light's offset is a CPU tensor); the renderer moves both to the mesh's device.
+    cams = orbit_cameras([cfg.azimuth], cfg.elevation, cfg.distance, cfg.fovy, cfg.resolution)
+    light = front_light(cams)
+    base = surface.mesh.v_pos.detach()
+    out = []
+    with torch.no_grad():
+        for w in weights.to(base):
+            moved = SurfaceGeometry(
+                surface.mesh.with_positions(base + torch.einsum("e,evc->vc", w, deltas.to(base))),
+                albedo_map=surface.albedo_map, normal_map=surface.normal_map, v_color=surface.v_color,
+                albedo_fn=surface.albedo_fn,
+            )
+            img = renderer.render(moved, cams, light, modes=(mode, "opacity"))
+            rgb = img[mode] * img["opacity"] + (1 - img["opacity"]) if mode == "shading" else img[mode]
+            out.append(to_uint8(rgb[0]))
+    return out
+
+
+__all__ = ["DEFAULT_SEQUENCE", "AnimationExporter", "interpolate", "keyframe_weights", "render_expressions"]
