@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from testpaths import REPO, TOY_RECIPE
 from safetensors.torch import load_file
+from testpaths import REPO, TOY_RECIPE
 
 from headgen.cli import main
 
@@ -186,3 +186,14 @@ def test_list_shows_every_kind(capsys):
         assert line in out
     code, out, _ = run_cli(["--describe", "guidance/toy-target"], capsys)
     assert code == 0 and "sleep_s: float = 0.0  # Seconds to sleep per call" in out
+
+
+def test_atomic_write_makes_ordinary_files(tmp_path):
+    import os
+
+    from headgen.rundir import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.read_text() == "x" and (path.stat().st_mode & 0o777) == (0o666 & ~mask)
