@@ -50,6 +50,17 @@ class Representation(nn.Module):
             )
         self.load_state_dict(previous.state_dict())
 
+    def attach(self, backbone: Any) -> None:
+        """Called by an optimize stage with its guidance's diffusion backbone (e.g. so a latent
+        texture can be decoded with the same VAE); nothing by default."""
+
+    def finalize(self) -> None:
+        """Called when an optimize stage ends (e.g. to bake a decoded texture); nothing by default."""
+
+    def guidance_extras(self) -> dict[str, Any]:
+        """Extra tensors handed to the guidance (``GuidanceInput.extra``), e.g. a UV texture latent."""
+        return {}
+
     def render_input(self) -> Any:
         """What the renderer draws (a SurfaceGeometry for meshes, the field itself for NeRF)."""
         return self

@@ -43,6 +43,13 @@ class ParametricMeshConfig:
     """Initial uniform albedo of the RGB map."""
     expression: dict[str, float] = field(default_factory=dict)
     """Static expression blendshape weights by name (e.g. {jawOpen: 0.3})."""
+    albedo_from_latent: bool = False
+    """The albedo is the latent texture decoded by the guidance's VAE (DreamFace's image-space texture
+    stage); at the end of the stage the decoded map is baked into the RGB albedo (texture: both)."""
+
+    def __post_init__(self) -> None:
+        if self.albedo_from_latent and self.texture != "both":
+            raise ValueError("albedo_from_latent needs texture: both (the latent is decoded into the RGB map)")
 
 
 @register("representation", "parametric-mesh")
@@ -97,11 +104,13 @@ class ParametricMesh(Representation):
             weights[head.expression_names.index(name)] = w
         self.register_buffer("expression_weights", weights, persistent=False)
         self._expr_basis = head.expression_basis.float()
+        self._decode: Any = None
 
     # ------------------------------------------------------------------ parameters
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {"beta": [self.beta]}
-        for name in ("displacement", "normal_map", "albedo", "latent"):
+        names = ["displacement", "normal_map", "latent"] + ([] if self.cfg.albedo_from_latent else ["albedo"])
+        for name in names:
             p = getattr(self, name)
             if p is not None:
                 groups[name] = [p]
@@ -150,13 +159,35 @@ class ParametricMesh(Representation):
             return None
         return F.normalize(self.normal_map, dim=-1) * 0.5 + 0.5
 
+    def albedo_image(self) -> Tensor | None:
+        """[T,T,3] albedo in [0,1]: the RGB map, or the decoded latent texture (albedo_from_latent)."""
+        if self.cfg.albedo_from_latent and self._decode is not None:
+            decoded = self._decode(self.latent[None])[0]
+            if decoded.shape[0] != self.cfg.texture_size:
+                decoded = F.interpolate(decoded.permute(2, 0, 1)[None], size=self.cfg.texture_size, mode="bilinear",
+                                        align_corners=False)[0].permute(1, 2, 0)
+            return decoded.clamp(0.0, 1.0)
+        return None if self.albedo is None else self.albedo.clamp(0.0, 1.0)
+
     def render_input(self) -> SurfaceGeometry:
         return SurfaceGeometry(
             mesh=self.mesh(),
-            albedo_map=None if self.albedo is None else self.albedo.clamp(0.0, 1.0),
+            albedo_map=self.albedo_image(),
             normal_map=self.normal_map_image(),
             latent_map=self.latent,
         )
+
+    def attach(self, backbone: Any) -> None:
+        if self.cfg.albedo_from_latent:
+            self._decode = backbone.decode
+
+    def finalize(self) -> None:
+        if self.cfg.albedo_from_latent and self._decode is not None:
+            with torch.no_grad():
+                self.albedo.copy_(self.albedo_image())
+
+    def guidance_extras(self) -> dict[str, Any]:
+        return {} if self.latent is None else {"texture_latent": self.latent[None]}
 
     def export_surface(self) -> SurfaceGeometry:
         """The mesh with UVs and texture images, detached (for exporters)."""

@@ -141,8 +141,11 @@ class DemoWorld:
             else:
                 img = torch.cat([out["normal"] * 2 - out["opacity"], out["opacity"]], -1)
             img = img[:, None]
-        elif key in ("albedo", "shading"):
+        elif key == "albedo":
             img = r.render(surface, cameras, None, modes=(key,))[key][:, None]
+        elif key == "shading":  # bare geometry under the sample's own light (a headlight when unknown)
+            light = lights.to(surface.mesh.v_pos.device) if lights is not None else None
+            img = r.render(surface, cameras, light, modes=(key,))[key][:, None]
         else:
             raise HeadgenError(f"the demo prior cannot model renders of '{key}'")
         if ss > 1:

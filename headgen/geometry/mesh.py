@@ -173,6 +173,8 @@ class SurfaceGeometry:
     """A colour field: world points [N,3] -> albedo [N,3] (used by DMTet)."""
     v_color: Tensor | None = None
     """[V,3] per-vertex albedo in [0,1]."""
+    specular_map: Tensor | None = None
+    """[h,w,1 or 3] specular intensity in [0,1] (exported as a PBR map; the renderer does not use it)."""
 
     def to(self, device: torch.device | str) -> SurfaceGeometry:
         def mv(x: Tensor | None) -> Tensor | None:
@@ -185,6 +187,7 @@ class SurfaceGeometry:
             mv(self.latent_map),
             self.albedo_fn,
             mv(self.v_color),
+            mv(self.specular_map),
         )
 
 

@@ -163,7 +163,7 @@ class OptimizeSystem(pl.LightningModule):
                 step=step,
                 lights=getattr(views, "lights", None),
                 landmark_map=self.landmark_map(views.cameras, render),
-                extra={"edit_prompt": self.ctx.config.edit_prompt} if self.ctx.config.edit_prompt else {},
+                extra=self.guidance_extras(),
             )
             terms.update(self.guidance(inp, self.generator))
         losses = self.cfg.losses
@@ -198,6 +198,12 @@ class OptimizeSystem(pl.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, on_step=True, prog_bar=False)
         self.log("loss", logged["loss"], prog_bar=True, logger=False)
         return total
+
+    def guidance_extras(self) -> dict[str, Any]:
+        extra = dict(self.representation.guidance_extras())
+        if self.ctx.config.edit_prompt:
+            extra["edit_prompt"] = self.ctx.config.edit_prompt
+        return extra
 
     def landmark_map(self, cameras: Any, render: dict[str, Tensor]) -> Tensor | None:
         """[B,H,W,3] MediaPipe contour maps at the batch's cameras (the render's size), or None."""
@@ -320,6 +326,8 @@ class OptimizeStage(Stage):
         if guidance is not None:
             guidance = guidance.to(ctx.device)
             guidance.total_steps = self.cfg.steps  # for schedules over the stage (e.g. decreasing t)
+            if getattr(guidance, "backbone", None) is not None:
+                representation.attach(guidance.backbone)
         system = OptimizeSystem(
             self.name, self.cfg, representation, renderer, cameras, guidance, ctx, ctx.generator(self.name)
         )
@@ -328,6 +336,7 @@ class OptimizeStage(Stage):
                 resumed = resume_checkpoint is not None
                 trainer = make_trainer(self.name, self.cfg, stage_dir, ctx, resumed=resumed)
                 trainer.fit(system, ckpt_path=resume_checkpoint, weights_only=True)
+        representation.finalize()
         ctx.state["representation"] = representation
         save_result(stage_dir, representation)
         ctx.metrics.update({f"{self.name}/{k}": v for k, v in representation.metrics(ctx).items()})
