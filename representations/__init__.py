@@ -1,6 +1,12 @@
 """Representation plugins: the learnable head (parametric mesh, DMTet, NeRF)."""
 
-from representations import convert_nerf_dmtet, dmtet, nerf, parametric_mesh  # noqa: F401  (registers them)
+from representations import (  # noqa: F401  (registers them)
+    convert_nerf_dmtet,
+    dmtet,
+    dreamface_pbr,
+    nerf,
+    parametric_mesh,
+)
 from representations.base import Representation
 
 __all__ = ["Representation"]

@@ -43,6 +43,8 @@ class ParametricMeshConfig:
     """Initial uniform albedo of the RGB map."""
     expression: dict[str, float] = field(default_factory=dict)
     """Static expression blendshape weights by name (e.g. {jawOpen: 0.3})."""
+    specular: bool = False
+    """Hold a specular map [T,T,1] (set by DreamFace's PBR stage; exported as a PBR texture)."""
     albedo_from_latent: bool = False
     """The albedo is the latent texture decoded by the guidance's VAE (DreamFace's image-space texture
     stage); at the end of the stage the decoded map is baked into the RGB albedo (texture: both)."""
@@ -105,6 +107,10 @@ class ParametricMesh(Representation):
         self.register_buffer("expression_weights", weights, persistent=False)
         self._expr_basis = head.expression_basis.float()
         self._decode: Any = None
+        if cfg.specular:
+            self.register_buffer("specular_map", torch.zeros(cfg.texture_size, cfg.texture_size, 1))
+        else:
+            self.specular_map = None
 
     # ------------------------------------------------------------------ parameters
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -196,6 +202,7 @@ class ParametricMesh(Representation):
                 mesh=self.mesh(),
                 albedo_map=None if self.albedo is None else self.albedo.detach().clamp(0.0, 1.0),
                 normal_map=self.normal_map_image(),
+                specular_map=self.specular_map,
             )
 
     def to(self, *args: Any, **kwargs: Any) -> ParametricMesh:
