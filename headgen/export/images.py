@@ -23,6 +23,8 @@ def write_png(path: Path, image: Tensor | np.ndarray) -> Path:
     import imageio.v3 as iio
 
     data = to_uint8(image)
+    if data.ndim == 3 and data.shape[-1] == 1:  # single-channel maps (specular) as greyscale PNGs
+        data = data[..., 0]
     return atomic_write(path, lambda p: iio.imwrite(p, data, extension=".png"))
 
 
