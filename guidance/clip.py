@@ -123,7 +123,8 @@ class PretrainedClip:
             new = self.crop  # type: ignore[assignment]
         if tuple(new) != (h, w):
             # The reference processor resamples 8-bit images bicubically, which clips overshoot.
-            x = F.interpolate(x, size=tuple(new), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+            x = F.interpolate(x, size=tuple(new), mode="bicubic", align_corners=False, antialias=True)
+            x = x.clamp(0, 1)
         if self.crop is not None:
             ch, cw = self.crop
             h, w = x.shape[-2:]
@@ -154,8 +155,8 @@ class PretrainedClip:
             part = todo[start: start + self.chunk_size]
             tok = self.tokenizer(part, padding="max_length", truncation=True,
                                  max_length=self.tokenizer.model_max_length, return_tensors="pt")
-            feats = _features(self.model.get_text_features(
-                input_ids=tok["input_ids"].to(self.device), attention_mask=tok["attention_mask"].to(self.device)))
+            ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+            feats = _features(self.model.get_text_features(input_ids=ids, attention_mask=mask))
             for text, e in zip(part, F.normalize(feats.float(), dim=-1)):
                 self._text_cache[text] = e
         if not texts:

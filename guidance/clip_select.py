@@ -92,8 +92,8 @@ class GeometryImager:
     """Bare-geometry images of a head from fixed views under camera-relative directional lights:
     ``[len(views) * lights, H, W, 3]`` (view-major), grey Lambert shading over white."""
 
-    def __init__(self, views: Sequence[tuple[float, float]], lights: int, resolution: int, distance: float = 2.7,
-                 fovy: float = 30.0, antialias: bool = False, backend: str = "auto",
+    def __init__(self, views: Sequence[tuple[float, float]], lights: int, resolution: int,
+                 distance: float = 2.7, fovy: float = 30.0, antialias: bool = False, backend: str = "auto",
                  device: torch.device | str = "cpu"):
         if not views:
             raise ConfigError("clip-select: views must name at least one (elevation, azimuth) view")
@@ -105,14 +105,13 @@ class GeometryImager:
         az = torch.tensor([float(v[1]) for v in views])
         self.cameras = Cameras.from_spherical(el, az, torch.full((n,), distance), torch.full((n,), fovy),
                                               resolution).to(self.device)
-        self.renderer = MeshRenderer(MeshRenderer.Config(resolution=resolution, backend=backend,  # type: ignore[arg-type]
-                                                         antialias=antialias, background="white"))
+        rcfg = MeshRenderer.Config(resolution=resolution, backend=backend,  # type: ignore[arg-type]
+                                   antialias=antialias, background="white")
+        self.renderer = MeshRenderer(rcfg)
         rot = self.cameras.c2w[:, :3, :3]
         # [views, lights, 3] world-space directions toward each light
         self.light_dirs = torch.einsum("vij,lj->vli", rot, light_directions(lights).to(self.device))
         self.num_images = n * lights
-        self.renders = 0
-        """Rasterisations made so far (one per head)."""
 
     def backend_name(self) -> str:
         return self.renderer.backend_for(self.device).name
@@ -121,7 +120,6 @@ class GeometryImager:
     def images(self, vertices: Tensor, faces: Tensor) -> Tensor:
         out = self.renderer.render(Mesh(vertices.to(self.device), faces.to(self.device)), self.cameras, None,
                                    modes=("normal", "opacity"))
-        self.renders += 1
         cover = out["opacity"]  # [V,H,W,1]
         normal = F.normalize(out["normal"] * 2 - cover, dim=-1, eps=1e-12)
         ndotl = torch.einsum("vhwc,vlc->vlhw", normal, self.light_dirs).clamp_min(0)[..., None]
@@ -170,7 +168,8 @@ class PoolCache:
         return self.dir / f"shard-{j:05d}.safetensors"
 
     def _unusable(self, j: int, why: Any) -> None:
-        warnings.warn(f"CLIP pool cache {self.shard_path(j)} is unusable ({why}); recomputing it", stacklevel=3)
+        path = self.shard_path(j)
+        warnings.warn(f"CLIP pool cache {path} is unusable ({why}); recomputing it", stacklevel=3)
 
     def count(self, j: int) -> int:
         """Rows shard j claims to hold (from its header only; 0 when absent or unreadable)."""
@@ -200,7 +199,7 @@ class PoolCache:
             if emb.dim() != 2 or stored.dim() != 2 or stored.shape[0] != emb.shape[0]:
                 raise ValueError("its tensors have unexpected shapes")
             if emb.shape[0] < len(betas) or stored.shape[1] != betas.shape[1]:
-                raise ValueError(f"it holds {tuple(stored.shape)} candidates, {tuple(betas.shape)} are needed")
+                raise ValueError(f"it holds {tuple(stored.shape)} candidates, {tuple(betas.shape)} needed")
             if not torch.equal(stored[: len(betas)], betas):
                 raise ValueError("its candidates differ from the ones drawn now (random generator changed?)")
             if not torch.isfinite(emb).all():
@@ -208,7 +207,7 @@ class PoolCache:
         except Exception as exc:  # noqa: BLE001
             self._unusable(j, exc)
             return None
-        return emb[: len(betas)]
+        return emb[: len(betas)].clone()  # own the memory: the file is memory-mapped
 
     def save(self, j: int, betas: Tensor, embeddings: Tensor) -> None:
         from safetensors.torch import save_file
@@ -219,7 +218,8 @@ class PoolCache:
             atomic_write(meta, lambda p: p.write_text(json.dumps(self.key, indent=2) + "\n"))
         tensors = {"embeddings": embeddings.detach().float().cpu().contiguous(),
                    "betas": betas.detach().float().cpu().contiguous()}
-        atomic_write(self.shard_path(j), lambda p: save_file(tensors, str(p), metadata={"digest": self.digest}))
+        meta_data = {"digest": self.digest}
+        atomic_write(self.shard_path(j), lambda p: save_file(tensors, str(p), metadata=meta_data))
 
 
 # ---------------------------------------------------------------------------------------- selector
@@ -305,13 +305,15 @@ class ClipSelect:
 
     def imager(self, device: torch.device | str) -> GeometryImager:
         c = self.cfg
-        return GeometryImager(c.views, c.lights, c.resolution, c.distance, c.fovy, c.antialias, c.backend, device)
+        return GeometryImager(c.views, c.lights, c.resolution, c.distance, c.fovy, c.antialias, c.backend,
+                              device)
 
     def pool_key(self, head: Any, num: int, clip: ClipModel, imager: GeometryImager) -> dict[str, Any]:
         """Everything the pool's embeddings depend on."""
         c = self.cfg
-        return {"format": CACHE_FORMAT, "head": head_fingerprint(head, num), "num_identity": num, "scale": c.scale,
-                "pool_seed": c.pool_seed, "views": [[float(x) for x in v] for v in c.views], "lights": c.lights,
+        return {"format": CACHE_FORMAT, "head": head_fingerprint(head, num), "num_identity": num,
+                "scale": c.scale, "pool_seed": c.pool_seed, "views": [[float(x) for x in v] for v in c.views],
+                "lights": c.lights,
                 "resolution": c.resolution, "distance": c.distance, "fovy": c.fovy, "antialias": c.antialias,
                 "backend": imager.backend_name(), "clip": clip.key, "shard_size": SHARD_SIZE,
                 "beta_block": BETA_BLOCK}
@@ -319,7 +321,8 @@ class ClipSelect:
     def cache(self, head: Any, num: int, clip: ClipModel, imager: GeometryImager) -> PoolCache | None:
         if not self.cfg.cache_dir:
             return None
-        return PoolCache(Path(self.cfg.cache_dir).expanduser(), self.pool_key(head, num, clip, imager), clip.key)
+        key = self.pool_key(head, num, clip, imager)
+        return PoolCache(Path(self.cfg.cache_dir).expanduser(), key, clip.key)
 
     # ------------------------------------------------------------------ the selector API
     def select(self, representation: Any, ctx: Any, generator: torch.Generator | None = None) -> Selection:
@@ -400,7 +403,8 @@ class ClipSelect:
                 done = 0
             if done < hi - lo:
                 if bar is None:
-                    bar = tqdm(total=stats.missing, desc="CLIP pool", unit="cand", leave=False, dynamic_ncols=True)
+                    bar = tqdm(total=stats.missing, desc="CLIP pool", unit="cand", leave=False,
+                               dynamic_ncols=True)
                 if done == 0 and counts[j]:  # found damaged only now: more work than announced
                     bar.total += counts[j]
                     bar.refresh()
@@ -420,7 +424,8 @@ class ClipSelect:
             bar.close()
 
     @torch.no_grad()
-    def embed(self, head: Any, faces: Tensor, betas: Tensor, clip: ClipModel, imager: GeometryImager) -> Tensor:
+    def embed(self, head: Any, faces: Tensor, betas: Tensor, clip: ClipModel,
+              imager: GeometryImager) -> Tensor:
         """[n, D] pool embeddings of candidates ``betas`` [n, K]."""
         dev = imager.device
         images = torch.cat([imager.images(head.vertices(b.to(dev)), faces) for b in betas])

@@ -56,8 +56,10 @@ def _text_config(size: Size):
     if size == "full":
         return CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                               max_position_embeddings=77, vocab_size=49408, projection_dim=768)
+    # Token ids of the character tokenizer written by write_char_tokenizer (<|startoftext|>, <|endoftext|>).
     return CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          max_position_embeddings=77, vocab_size=2 * 256 + 2, projection_dim=16)
+                          max_position_embeddings=77, vocab_size=2 * 256 + 2, projection_dim=16,
+                          bos_token_id=512, eos_token_id=513, pad_token_id=513)
 
 
 def build_unet(size: Size, in_channels: int = 4):
