@@ -26,7 +26,8 @@ from representations.base import Representation
 @dataclass
 class ParametricMeshConfig:
     num_identity: int = 50
-    """Identity coefficients optimised (the first N modes of the head model)."""
+    """Identity coefficients optimised: the first N modes of the head model (all of them when it has fewer,
+    e.g. the 8 of the ICT-FaceKit sample)."""
     displacement: bool = True
     """Learn a per-vertex displacement along the coarse vertex normals."""
     normal_map_size: int = 512
@@ -65,10 +66,8 @@ class ParametricMesh(Representation):
         head = ctx.head
         self.head = head
         k = head.identity_basis.shape[0]
-        if not 0 < cfg.num_identity <= k:
-            raise ConfigError(
-                f"representation.num_identity={cfg.num_identity}: the head model has {k} identity modes"
-            )
+        if cfg.num_identity < 1:
+            raise ConfigError(f"representation.num_identity must be >= 1, got {cfg.num_identity}")
         unknown = [n for n in cfg.expression if n not in head.expression_names]
         if unknown:
             raise ConfigError(
@@ -80,7 +79,7 @@ class ParametricMesh(Representation):
                 f"head model {head.name} has no UVs, which the parametric mesh's textures and normal map need "
                 "(FLAME: give head.uv_template)"
             )
-        n = cfg.num_identity
+        n = min(cfg.num_identity, k)
         self.register_buffer("v_template", head.v_template.float().clone(), persistent=False)
         self.register_buffer("identity_basis", head.identity_basis[:n].float().clone(), persistent=False)
         self.register_buffer("faces", head.faces.long().clone(), persistent=False)

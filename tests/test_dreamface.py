@@ -59,3 +59,22 @@ def test_demo_prior_scores(run_dir):
     assert m["texture-image/psnr"] > m["carve/psnr"]
     assert m["carve/geometry_error"] <= m["coarse/geometry_error"], m
     assert m["pbr/specular_source"].startswith("analytic stand-in")
+
+
+ICT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ict-facekit" / "FaceXModel"
+
+
+@pytest.mark.skipif(not (ICT / "generic_neutral_mesh.obj").is_file(), reason=f"ICT-FaceKit files not found at {ICT}")
+def test_ict_facekit_head_exports_its_expressions(tmp_path, capsys):
+    tiny = [o.replace("=30", "=5").replace("=60", "=5") for o in REDUCED]
+    code = main(["--config", "methods/dreamface.yaml", "--output-dir", str(tmp_path), "prior=demo",
+                 "head=ict-facekit", f"head.path={ICT}", "stages.coarse.selector.pool_size=16",
+                 "stages.coarse.selector.cache_dir=" + str(tmp_path / "pool-cache"), *tiny])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run = Path(out.strip().splitlines()[-1].removeprefix("Run directory: "))
+    glb = pygltflib.GLTF2().load(str(run / "assets/head.glb"))
+    names = glb.meshes[0].extras["targetNames"]
+    expressions = sorted(p.stem for p in ICT.glob("*.obj") if p.stem not in ("generic_neutral_mesh",)
+                         and not p.stem.startswith("identity"))
+    assert sorted(names) == expressions

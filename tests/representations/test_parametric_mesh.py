@@ -63,7 +63,8 @@ def test_render_input_and_bad_config(ctx):
     geo = rep.render_input()
     assert geo.latent_map.shape == (4, 64, 64) and geo.albedo_map is None
     assert geo.normal_map.shape == (32, 32, 3) and torch.allclose(geo.normal_map[0, 0], torch.tensor([0.5, 0.5, 1.0]))
-    with pytest.raises(ConfigError, match="identity modes"):
-        make(ctx, num_identity=1000)
+    assert make(ctx, num_identity=1000).beta.numel() == ctx.head.num_identity  # at most the head's modes
+    with pytest.raises(ConfigError, match="num_identity must be >= 1"):
+        make(ctx, num_identity=0)
     with pytest.raises(ConfigError, match="unknown expression 'smile'"):
         make(ctx, expression={"smile": 1.0})
