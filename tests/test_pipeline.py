@@ -197,3 +197,29 @@ def test_atomic_write_makes_ordinary_files(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.read_text() == "x" and (path.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_load_stage_starts_from_a_finished_run_and_leaves_it_untouched(tmp_path, capsys):
+    import hashlib
+
+    from testpaths import PLUGINS
+
+    source = launch_toy(tmp_path / "src", capsys)
+
+    def checksums(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    before = checksums(source)
+    code, out, err = run_cli(["--config", str(PLUGINS / "toy_edit.yaml"), "--output-dir", str(tmp_path / "edit"),
+                              f"source={source}"], capsys)
+    assert code == 0, err
+    edited = run_dir_from(out)
+    assert edited != source and checksums(source) == before
+    loaded = load_file(str(source / "stages/polish/result.safetensors"))["image"]
+    refined = load_file(str(edited / "stages/refine/result.safetensors"))["image"]
+    assert refined.shape == loaded.shape and (refined - loaded).abs().max() < 0.1  # continued, not restarted
+    summary = json.loads((edited / "summary.json").read_text())
+    assert summary["metrics"]["source/source_stage"] == "polish"
+    code, _, err = run_cli(["--config", str(PLUGINS / "toy_edit.yaml"), "--output-dir", str(tmp_path / "e2")], capsys)
+    assert code == 2 and "no source run" in err

@@ -75,6 +75,8 @@ class OptimizeConfig:
     landmarks: Literal["off", "head", "representation"] = "off"
     """Landmark maps for ControlNet guidance: head = the head model's landmarks (selected identity when the
     representation has one, else the template); representation = the representation's own (parametric meshes)."""
+    source_render: bool = False
+    """Render the frozen source head (a `load` stage's) at the same cameras for the guidance (IESD)."""
     landmark_back_view: Literal["oval", "none"] = "oval"
     """Back views (|azimuth| > 90) draw the face oval only (HeadArtist) or nothing (HeadSculpt)."""
 
@@ -163,6 +165,7 @@ class OptimizeSystem(pl.LightningModule):
                 step=step,
                 lights=getattr(views, "lights", None),
                 landmark_map=self.landmark_map(views.cameras, render),
+                source_render=self.source_render(views),
                 extra=self.guidance_extras(),
             )
             terms.update(self.guidance(inp, self.generator))
@@ -198,6 +201,19 @@ class OptimizeSystem(pl.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, on_step=True, prog_bar=False)
         self.log("loss", logged["loss"], prog_bar=True, logger=False)
         return total
+
+    @torch.no_grad()
+    def source_render(self, views: Any) -> Tensor | None:
+        """[B,H,W,3] render of the frozen pre-edit head at the batch's cameras, or None."""
+        if not self.cfg.source_render:
+            return None
+        source = self.ctx.state.get("source_representation")
+        if source is None:
+            raise ConfigError(
+                f"stages.{self.stage_name}.source_render: no source head: start the recipe with a load stage"
+            )
+        out = self.renderer.render(source.render_input(), views.cameras, views.lights, modes=("rgb",))
+        return out["rgb"]
 
     def guidance_extras(self) -> dict[str, Any]:
         extra = dict(self.representation.guidance_extras())
