@@ -43,7 +43,11 @@ def resolve_device(name: str) -> torch.device:
 
 def load_recipe(recipe: str | Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
     """Compose and validate; returns the typed config and its complete plain form (defaults filled)."""
-    cfg = validate(compose(recipe, overrides))
+    plain = compose(recipe, overrides)
+    if plain.get("source") and not str(plain.get("prompt") or "").strip():
+        # Editing recipes describe the head by the source run's prompt unless told otherwise.
+        plain["prompt"] = RunDir.open(plain["source"], "source").read_config().get("prompt", "")
+    cfg = validate(plain)
     return cfg, to_plain(cfg)
 
 
@@ -177,6 +181,10 @@ def _score(ctx: RunContext, stage: str) -> None:
 
     for key, value in demo_scores(rep, world).items():
         ctx.metrics[f"{stage}/{key}"] = round(value, 5)
+    if ctx.config.edit_prompt:  # editing: also score against the edited target
+        edited = world.target_for(ctx.config.prompt, ctx.config.edit_prompt)
+        for key, value in demo_scores(rep, world, target=edited).items():
+            ctx.metrics[f"{stage}/edit_{key}"] = round(value, 5)
 
 
 def _write_summary(ctx: RunContext, state: dict[str, Any]) -> None:
