@@ -222,4 +222,4 @@ def test_load_stage_starts_from_a_finished_run_and_leaves_it_untouched(tmp_path,
     summary = json.loads((edited / "summary.json").read_text())
     assert summary["metrics"]["source/source_stage"] == "polish"
     code, _, err = run_cli(["--config", str(PLUGINS / "toy_edit.yaml"), "--output-dir", str(tmp_path / "e2")], capsys)
-    assert code == 2 and "no source run" in err
+    assert code == 2 and "pass source=RUN_DIR" in err

@@ -12,13 +12,19 @@ from testpaths import REPO
 from headgen.cli import main
 from headgen.config.compose import compose
 from headgen.config.recipe import validate
+from headgen.errors import ConfigError
 
 RECIPES = sorted((REPO / "methods").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_recipe_validates(recipe):
-    cfg = validate(compose(recipe, []))
+    if recipe.stem.endswith("-edit"):
+        with pytest.raises(ConfigError, match="pass source=RUN_DIR"):
+            validate(compose(recipe, []))
+        cfg = validate(compose(recipe, ["source=/some/run", "prompt=x"]))
+    else:
+        cfg = validate(compose(recipe, []))
     assert cfg.stages and cfg.name
 
 

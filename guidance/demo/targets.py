@@ -25,7 +25,7 @@ HAIR_COLOURS = {"black": (0.08, 0.07, 0.06), "brown": (0.30, 0.19, 0.11), "blond
 
 # keyword -> feature changes (applied in order of appearance in the table)
 KEYWORDS: dict[str, dict[str, Any]] = {
-    r"\b(old|elderly|aged|grandfather|grandmother|senior)\b": {"age": 1.0, "hair": "grey"},
+    r"\b(old|older|elderly|aged|grandfather|grandmother|senior)\b": {"age": 1.0, "hair": "grey"},
     r"\b(young|teen|teenage|child|boy|girl)\b": {"age": 0.0},
     r"\b(beard|bearded)\b": {"beard": 1.0},
     r"\b(moustache|mustache)\b": {"moustache": 1.0},

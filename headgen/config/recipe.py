@@ -70,6 +70,11 @@ def validate(plain: dict[str, Any]) -> RunConfig:
     if "extends" in plain:
         plain = {k: v for k, v in plain.items() if k != "extends"}
     cfg = parse(RunConfig, plain)
+    for name, stage in cfg.stages.items():
+        if stage.type == "load" and not (getattr(stage.config, "source", "") or cfg.source):
+            raise ConfigError(
+                f"stages.{name}: this recipe edits a finished run: pass source=RUN_DIR (its run directory)"
+            )
     if cfg.require_prompt and not cfg.prompt.strip():
         raise ConfigError(
             'prompt is empty: describe the head, e.g. prompt="the face of an old sailor with a grey beard" '
