@@ -42,7 +42,7 @@ setup(
         "scipy>=1.11,<2",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10", "ruff>=0.6"],
+        "dev": ["pytest>=8,<10", "ruff>=0.6", "ray>=2.9,<3"],
         # GPU backends are built from source against your CUDA toolkit; see README "GPU backends".
         "gpu": [],
         "ray": ["ray[default]>=2.9,<3"],

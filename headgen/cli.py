@@ -16,6 +16,7 @@ examples:
   python launch.py --config methods/dreamface.yaml stages.carve.steps=50 --device cuda
   python launch.py --resume outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
   python launch.py --export outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
+  python launch.py --bench configs/bench/smoke.yaml [--launcher ray --workers 2]
   python launch.py --list
 """
 
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--plugin", action="append", default=[], metavar="MODULE", help="import a plugin module (repeatable)"
     )
     p.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
+    p.add_argument("--bench", metavar="BENCH_YAML", help="run a benchmark grid, e.g. configs/bench/smoke.yaml")
+    from headgen.bench.__main__ import add_options
+
+    add_options(p)  # --launcher --workers --ray-address --fresh (with --bench)
     return p
 
 
@@ -67,9 +72,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.describe:
         print(describe_text(args.describe))
         return 0
-    modes = [m for m in ("config", "resume", "export") if getattr(args, m)]
+    modes = [m for m in ("config", "resume", "export", "bench") if getattr(args, m)]
     if len(modes) != 1:
-        raise HeadgenError("give exactly one of --config RECIPE, --resume RUN_DIR, --export RUN_DIR (or --list)")
+        raise HeadgenError(
+            "give exactly one of --config RECIPE, --resume RUN_DIR, --export RUN_DIR, --bench BENCH_YAML (or --list)"
+        )
+    if args.bench:
+        from headgen.bench.__main__ import bench_main
+
+        return bench_main(args.bench, args, args.output_dir, args.device)
     from headgen import pipeline
 
     if args.config:

@@ -1,0 +1,224 @@
+"""Running a bench: expand the grid, run each (method, prompt, seed) as a normal run, score it,
+and keep going when one fails.
+
+Bench folder: ``<output_dir>/bench/<name>@<YYYYmmdd-HHMMSS>/`` with the runs under
+``runs/<run key>/``. Resume rule: running a bench config again reuses the latest folder of that
+bench name (unless ``fresh``); a run whose key is already in its ``results.json`` with status
+``ok`` (and whose ``summary.json`` is still there) is skipped; failed and missing runs run again.
+The run key is ``<method>-<prompt slug>-s<seed>-<hash>``, the hash over the method label, recipe,
+overrides, prompt, seed, prior and device, so changing a method's overrides re-runs it.
+``results.json`` is rewritten after every run, so a killed bench resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from headgen.bench.config import BenchConfig
+from headgen.config.typed import to_plain
+from headgen.errors import HeadgenError
+from headgen.rundir import atomic_write_json, slugify
+
+OK, FAILED = "ok", "failed"
+RESULTS_JSON = "results.json"
+
+
+# ------------------------------------------------------------------------------- grid
+def run_key(method: str, recipe: str, overrides: list[str], prompt: str, seed: int, prior: str, device: str) -> str:
+    blob = json.dumps([method, recipe, list(overrides), prompt, seed, prior, device])
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
+    return f"{slugify(method, 24)}-{slugify(prompt, 32)}-s{seed}-{digest}"
+
+
+def expand_grid(cfg: BenchConfig, bench_dir: Path) -> list[dict[str, Any]]:
+    """One plain (picklable) spec per run, in method x prompt x seed order."""
+    specs = []
+    for method, entry in cfg.methods.items():
+        for prompt in cfg.prompts:
+            for seed in cfg.seeds:
+                key = run_key(method, entry.recipe, entry.overrides, prompt, seed, cfg.prior, cfg.device)
+                out = bench_dir / "runs" / key
+                # The bench's keys come last so they win over the method's overrides; the prompt is
+                # JSON-quoted (a YAML scalar) so commas and colons stay text.
+                overrides = [*entry.overrides, f"prompt={json.dumps(prompt)}", f"seed={seed}",
+                             f"prior={cfg.prior}", f"device={cfg.device}", f"output_dir={out}"]
+                specs.append({
+                    "key": key, "method": method, "recipe": entry.recipe, "prompt": prompt, "seed": seed,
+                    "overrides": overrides, "output_dir": str(out), "bench_dir": str(bench_dir),
+                    "prior": cfg.prior, "device": cfg.device, "clip_models": list(cfg.clip_models),
+                    "demo_clip": cfg.demo_clip, "models": {k: to_plain(v) for k, v in cfg.models.items()},
+                    "eval_resolution": cfg.eval_resolution, "gt_resolution": cfg.gt_resolution,
+                })
+    return specs
+
+
+# ------------------------------------------------------------------------------- bench folder
+def bench_folder(cfg: BenchConfig, fresh: bool = False) -> Path:
+    """The latest ``<output_dir>/bench/<name>@*`` folder (resume), or a new one."""
+    root = Path(cfg.output_dir) / "bench"
+    name = slugify(cfg.name)
+    if not fresh:
+        existing = sorted(p for p in root.glob(f"{name}@*") if p.is_dir())
+        if existing:
+            return existing[-1]
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = root / f"{name}@{stamp}", 1
+    while path.exists():
+        n += 1
+        path = root / f"{name}@{stamp}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+def previous_rows(bench_dir: Path) -> dict[str, dict[str, Any]]:
+    """Rows of finished runs recorded in the folder's results.json, by key."""
+    path = bench_dir / RESULTS_JSON
+    if not path.is_file():
+        return {}
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")).get("rows", [])
+    except (OSError, json.JSONDecodeError):
+        return {}
+    done = {}
+    for row in rows:
+        run_dir = row.get("run_dir")
+        if row.get("status") == OK and run_dir and (bench_dir / run_dir / "summary.json").is_file():
+            done[row["key"]] = row
+    return done
+
+
+# ------------------------------------------------------------------------------- one run
+def _reset_peaks(device: str) -> None:
+    """Per-run peak memory in one long process: reset the kernel's RSS high-water mark (Linux
+    >= 4.0; best effort) and torch's CUDA peak counter before the run."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _find_run_dir(output_dir: Path) -> Path | None:
+    found = sorted(output_dir.glob("*/*@*/config.yaml"))
+    return found[-1].parent if found else None
+
+
+def run_one(spec: dict[str, Any], *, verbose: bool = False) -> dict[str, Any]:
+    """Run one grid cell (start_run + scoring) and return its table row; never raises for a run's failure."""
+    from headgen import pipeline
+    from headgen.bench.metrics import score_run
+    from headgen.config.recipe import ModelSpec
+    from headgen.config.typed import parse
+
+    bench_dir = Path(spec["bench_dir"])
+    out = Path(spec["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    row: dict[str, Any] = {k: spec[k] for k in ("key", "method", "recipe", "prompt", "seed")}
+    row.update(status=FAILED, error="", run_dir="", prior=spec["prior"], device=spec["device"], notes="")
+    log_path = out / "run.log"
+    row["log"] = str(log_path.relative_to(bench_dir))
+    t0 = time.perf_counter()
+    root: Path | None = None
+    with open(log_path, "a", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file), \
+            contextlib.redirect_stderr(log_file):
+        try:
+            _reset_peaks(spec["device"])
+            root = pipeline.start_run(spec["recipe"], spec["overrides"], verbose=verbose)
+            row["wall_seconds"] = round(time.perf_counter() - t0, 3)
+            summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+            row.update(_from_summary(summary))
+            t1 = time.perf_counter()
+            device = pipeline.resolve_device(summary["device"])
+            models = {k: parse(ModelSpec, v, path=f"models.{k}") for k, v in spec["models"].items()}
+            metrics, notes = score_run(root, prior=summary["prior"], clip_models=spec["clip_models"],
+                                       demo_clip=spec["demo_clip"], models=models,
+                                       resolution=spec["eval_resolution"], device=device,
+                                       gt_resolution=spec["gt_resolution"])
+            row["eval_seconds"] = round(time.perf_counter() - t1, 3)
+            row["metrics"] = metrics
+            row["notes"] = "; ".join(notes)
+            row["status"] = OK
+        except HeadgenError as exc:
+            row["error"] = str(exc)
+            traceback.print_exc()
+        except Exception as exc:  # noqa: BLE001 - one run's bug must not stop the grid; it is recorded
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+    row.setdefault("wall_seconds", round(time.perf_counter() - t0, 3))
+    root = root or _find_run_dir(out)
+    if root is not None:
+        row["run_dir"] = str(Path(root).resolve().relative_to(bench_dir.resolve()))
+    return row
+
+
+def _from_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    stages = []
+    for s in summary.get("stages", []):
+        steps, seconds = int(s.get("steps") or 0), float(s.get("seconds") or 0.0)
+        its = round(steps / seconds, 3) if steps and seconds > 0 else None
+        stages.append({"name": s["name"], "kind": s.get("kind", ""), "steps": steps, "seconds": seconds, "its": its})
+    steps = sum(s["steps"] for s in stages)
+    opt_seconds = sum(s["seconds"] for s in stages if s["steps"])
+    mem = summary.get("peak_memory_mb", {})
+    return {
+        "prior": summary.get("prior"), "device": summary.get("device"), "stages": stages,
+        "total_seconds": summary.get("total_seconds"),
+        "its": round(steps / opt_seconds, 3) if steps and opt_seconds > 0 else None,
+        "peak_cpu_rss_mb": mem.get("cpu_rss"), "peak_gpu_mb": mem.get("gpu_allocated"),
+        "assets": summary.get("assets", {}), "run_metrics": summary.get("metrics", {}),
+    }
+
+
+# ------------------------------------------------------------------------------- the bench
+def run_bench(cfg: BenchConfig, *, fresh: bool = False, verbose: bool = False,
+              log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) the bench; returns its folder, holding results.{json,csv,md}, plots, gallery.html."""
+    from headgen.bench.report import write_report
+
+    bench_dir = bench_folder(cfg, fresh)
+    specs = expand_grid(cfg, bench_dir)
+    done = previous_rows(bench_dir)
+    rows: dict[str, dict[str, Any]] = {s["key"]: done[s["key"]] for s in specs if s["key"] in done}
+    todo = [s for s in specs if s["key"] not in done]
+    log(f"bench {cfg.name}: {len(specs)} runs ({len(rows)} already finished, {len(todo)} to run) "
+        f"with the {cfg.launcher} launcher; folder {bench_dir}")
+
+    def record(row: dict[str, Any]) -> None:
+        rows[row["key"]] = row
+        what = f"{row['status']}" + (f": {row['error'].splitlines()[0][:200]}" if row["error"] else "")
+        log(f"  [{len(rows)}/{len(specs)}] {row['method']} | {row['prompt']} | seed {row['seed']}: {what} "
+            f"({row.get('wall_seconds', 0):.1f} s)")
+        _save(bench_dir, cfg, specs, rows)
+
+    if todo:
+        if cfg.launcher == "ray":
+            from headgen.bench.ray_launcher import run_with_ray
+
+            run_with_ray(todo, cfg, record, verbose=verbose)
+        else:
+            for spec in todo:
+                record(run_one(spec, verbose=verbose))
+    ordered = _save(bench_dir, cfg, specs, rows)
+    write_report(bench_dir, ordered, cfg)
+    failed = sum(r["status"] != OK for r in ordered)
+    log(f"bench {cfg.name}: {len(ordered) - failed} ok, {failed} failed; results in {bench_dir}")
+    return bench_dir
+
+
+def _save(bench_dir: Path, cfg: BenchConfig, specs: list[dict[str, Any]],
+          rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    ordered = [rows[s["key"]] for s in specs if s["key"] in rows]
+    atomic_write_json(bench_dir / RESULTS_JSON, {"bench": cfg.name, "config": to_plain(cfg), "rows": ordered})
+    return ordered
+
+
+__all__ = ["expand_grid", "run_bench", "run_key", "run_one"]
