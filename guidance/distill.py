@@ -8,9 +8,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from guidance.backbone import DiffusionBackbone, ViewInfo, resize_images
+from guidance.backbone import Branch, DiffusionBackbone, ViewInfo, resize_images
 from guidance.base import Guidance, GuidanceInput
-from guidance.prompts import PromptConfig
+from guidance.prompts import PromptConfig, view_texts
 from guidance.timesteps import TimestepConfig, sample_timesteps, sds_weight
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
@@ -93,6 +93,18 @@ class DistillGuidance(Guidance):
         noise = torch.randn(z.shape, generator=generator).to(z)
         t = t.to(z.device)
         return t, noise, bb.add_noise(z.detach(), noise, t)
+
+    def sds_grad(self, inp: GuidanceInput, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Plain text-conditioned SDS: (latents z, grad = w(t) (eps_cfg - eps), t); draws t then noise."""
+        z = self.latents(inp)
+        t, noise, z_t = self.noise_and_t(z, inp.step, generator)
+        b = z.shape[0]
+        texts = view_texts(self.cfg.prompt, inp.prompt, inp.view_labels or ["front"] * b)
+        with torch.no_grad():
+            branches = [Branch(texts, subject=inp.prompt), Branch([self.negative(inp)] * b)]
+            eps_c, eps_u = self.backbone.eps(z_t, t, branches, self.views(inp))
+        grad = self.weight(t, z) * (cfg_combine(eps_c, eps_u, value_at(self.cfg.cfg, inp.step)) - noise)
+        return z, grad, t
 
     def weight(self, t: Tensor, z: Tensor) -> Tensor:
         return sds_weight(self.backbone.alphas_cumprod, t, self.cfg.timesteps.weighting).to(z).view(-1, 1, 1, 1)

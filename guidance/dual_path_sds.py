@@ -30,7 +30,7 @@ from torch import Tensor
 from guidance.backbone import Branch, DiffusionBackbone, PretrainedBackbone, ViewInfo
 from guidance.base import GuidanceInput
 from guidance.distill import DistillConfig, DistillGuidance, cfg_combine, clean_grad, sds_loss
-from guidance.prompts import PromptConfig, view_texts
+from guidance.prompts import PromptConfig
 from guidance.timesteps import sds_weight
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
@@ -155,14 +155,7 @@ class DualPathSDSGuidance(DistillGuidance):
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
         tex = self.texture_latent(inp) if self.cfg.texture_path else None
-        z = self.latents(inp)
-        t, noise, z_t = self.noise_and_t(z, inp.step, generator)
-        b = z.shape[0]
-        texts = view_texts(self.cfg.prompt, inp.prompt, inp.view_labels or ["front"] * b)
-        with torch.no_grad():
-            branches = [Branch(texts, subject=inp.prompt), Branch([self.negative(inp)] * b)]
-            eps_c, eps_u = self.backbone.eps(z_t, t, branches, self.views(inp))
-        grad = self.weight(t, z) * (cfg_combine(eps_c, eps_u, value_at(self.cfg.cfg, inp.step)) - noise)
+        z, grad, t = self.sds_grad(inp, generator)
         out = self.finish("sds", z, grad, t, inp.step)
         loss_g = out["loss_sds"]
         out["sds_generic"] = loss_g.detach()

@@ -5,11 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from guidance.backbone import Branch
 from guidance.base import GuidanceInput
-from guidance.distill import DistillConfig, DistillGuidance, cfg_combine
-from guidance.prompts import view_texts
-from headgen.config.schedule import value_at
+from guidance.distill import DistillConfig, DistillGuidance
 from headgen.registry import register
 
 
@@ -20,13 +17,5 @@ class SDSGuidance(DistillGuidance):
     Config = DistillConfig
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
-        z = self.latents(inp)
-        t, noise, z_t = self.noise_and_t(z, inp.step, generator)
-        b = z.shape[0]
-        texts = view_texts(self.cfg.prompt, inp.prompt, inp.view_labels or ["front"] * b)
-        with torch.no_grad():
-            branches = [Branch(texts, subject=inp.prompt), Branch([self.negative(inp)] * b)]
-            eps_c, eps_u = self.backbone.eps(z_t, t, branches, self.views(inp))
-        eps = cfg_combine(eps_c, eps_u, value_at(self.cfg.cfg, inp.step))
-        grad = self.weight(t, z) * (eps - noise)
+        z, grad, t = self.sds_grad(inp, generator)
         return self.finish("sds", z, grad, t, inp.step)
