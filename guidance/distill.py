@@ -33,6 +33,9 @@ class DistillConfig:
     """Which renderer output to guide (rgb, normal, latent, ...)."""
     resolution: int = 512
     """Images are resized to this before VAE encoding."""
+    latent_size: int | None = None
+    """In latent space, resize renders to this many latent pixels (null: guide them as rendered),
+    e.g. a 512 px normal_opacity render guided as a 64x64 "latent"."""
     grad_clip: Scalar | None = None
     """Clamp the per-element gradient to [-grad_clip, grad_clip] (null: no clamp)."""
 
@@ -82,6 +85,8 @@ class DistillGuidance(Guidance):
     def latents(self, inp: GuidanceInput) -> Tensor:
         images = inp.render[self.cfg.image_key]
         if self.cfg.space == "latent":
+            if self.cfg.latent_size is not None:
+                images = resize_images(images, self.cfg.latent_size)
             return images.permute(0, 3, 1, 2)
         if self.cfg.image_key == "normal" and images.shape[-1] == 3:
             images = images.clamp(0.0, 1.0)

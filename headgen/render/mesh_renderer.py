@@ -9,6 +9,9 @@ Modes (all images ``[B, H, W, C]``, row 0 at the top):
 * ``shading`` [3]: the same Lambert term on a uniform grey albedo (``shading_albedo``).
 * ``normal`` [3]: unit normals (world or camera space, see ``normal_space``) mapped to
   ``(n + 1) / 2`` and premultiplied by coverage, i.e. the background is 0 (black).
+* ``normal_opacity`` [4]: ``[n * coverage, coverage]`` with the same normals, i.e. the premultiplied
+  normal image mapped back to [-1, 1] next to the opacity (HeadArtist's early-geometry "latent",
+  guided at latent resolution without the VAE).
 * ``opacity`` [1]: coverage (antialiased, so silhouettes carry gradients).
 * ``depth`` [1]: camera-space depth (the clip ``w``, distance along the view axis); 0 on the
   background; not antialiased.
@@ -18,7 +21,7 @@ Modes (all images ``[B, H, W, C]``, row 0 at the top):
 
 Albedo comes from the first of ``albedo_map`` (by UV), ``v_color``, ``albedo_fn`` that is set;
 ``rgb``/``albedo`` without any of them is an error (render ``shading`` for bare geometry).
-With ``antialias: true``, ``rgb``, ``albedo``, ``shading``, ``normal``, ``latent`` and ``opacity``
+With ``antialias: true``, ``rgb``, ``albedo``, ``shading``, ``normal``, ``normal_opacity``, ``latent`` and ``opacity``
 go through the backend's antialias op after compositing, which gives silhouettes position
 gradients.
 
@@ -43,8 +46,8 @@ from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.registry import register
 from headgen.render.raster import RasterBackend, get_backend
 
-MODES: tuple[str, ...] = ("rgb", "albedo", "shading", "normal", "opacity", "depth", "latent", "uv")
-_ANTIALIASED = ("rgb", "albedo", "shading", "normal", "latent", "opacity")
+MODES: tuple[str, ...] = ("rgb", "albedo", "shading", "normal", "normal_opacity", "opacity", "depth", "latent", "uv")
+_ANTIALIASED = ("rgb", "albedo", "shading", "normal", "normal_opacity", "latent", "opacity")
 
 
 class _Packed:
@@ -148,7 +151,7 @@ class MeshRenderer:
 
         uv = None
         uses_map = geometry.albedo_map is not None and bool(want & {"rgb", "albedo"})
-        uses_nmap = geometry.normal_map is not None and bool(want & {"rgb", "shading", "normal"})
+        uses_nmap = geometry.normal_map is not None and bool(want & {"rgb", "shading", "normal", "normal_opacity"})
         if "uv" in want or "latent" in want or uses_map or uses_nmap:
             if mesh.v_tex is None:
                 raise HeadgenError(
@@ -158,7 +161,7 @@ class MeshRenderer:
             uv = px.interpolate(mesh.v_tex.to(dtype), mesh.uv_idx)
 
         normal = None
-        if want & {"rgb", "shading", "normal"}:
+        if want & {"rgb", "shading", "normal", "normal_opacity"}:
             normal = self._normals(geometry, px, uv)
 
         shade = None
@@ -181,11 +184,14 @@ class MeshRenderer:
                 layers["rgb"] = ((albedo * shade).clamp(0.0, 1.0), bg)
         if "shading" in want:
             layers["shading"] = ((self.cfg.shading_albedo * shade).clamp(0.0, 1.0), bg)
-        if "normal" in want:
+        if want & {"normal", "normal_opacity"}:
             n = normal
             if self.cfg.normal_space == "camera":
                 n = torch.einsum("ni,nij->nj", n, cams.c2w[:, :3, :3].to(dtype)[pix_b])
-            layers["normal"] = ((n + 1.0) * 0.5, None)
+            if "normal" in want:
+                layers["normal"] = ((n + 1.0) * 0.5, None)
+            if "normal_opacity" in want:
+                layers["normal_opacity"] = (torch.cat([n, n.new_ones(npx, 1)], dim=-1), None)
         if "opacity" in want:
             layers["opacity"] = (packed.new_ones(npx, 1), None)
         if "latent" in want:

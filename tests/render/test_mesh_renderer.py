@@ -242,3 +242,17 @@ def test_closed_mesh_silhouette_gradient_matches_finite_differences() -> None:
     fd = (total(s.detach() + h) - total(s.detach() - h)) / (2 * h)
     assert fd.item() > 1000
     assert abs(g.item() - fd.item()) < 0.1 * fd.item()
+
+
+def test_normal_opacity_is_the_premultiplied_normal_in_minus_one_one_next_to_coverage() -> None:
+    mesh = plane()
+    cams = front_camera(azimuth=20.0)
+    out = renderer().render(mesh, cams, modes=("normal", "opacity", "normal_opacity"))
+    no = out["normal_opacity"]
+    assert no.shape == (1, 64, 64, 4)
+    # HeadArtist's early-geometry input: cat(normal * 2 - opacity, opacity), the same everywhere,
+    # silhouette (antialiased) pixels included.
+    expected = torch.cat([out["normal"] * 2 - out["opacity"], out["opacity"]], dim=-1)
+    assert torch.allclose(no, expected, atol=1e-5)
+    assert torch.allclose(no[0, 32, 32], torch.tensor([0.0, 0.0, 1.0, 1.0]), atol=1e-5)
+    assert torch.equal(no[0, 0, 0], torch.zeros(4))
