@@ -24,6 +24,8 @@ setup(
         "torch==2.13.0",
         "numpy>=1.26,<3",
         "diffusers>=0.35,<1",
+        # from_pretrained builds full-size models without a second random-initialised copy in memory
+        "accelerate>=1.0,<2",
         "transformers>=4.56,<6",
         "safetensors>=0.4,<1",
         "pytorch-lightning>=2.5,<3",

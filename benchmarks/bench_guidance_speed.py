@@ -78,9 +78,15 @@ def main() -> None:
                               device, args.repeat),
             "unet4+cn+ip2p": timed(lambda: bb.eps(z, t, four), device, args.repeat),
         }
+        # DreamFace's texture path: the UV latent (64x64 at full size) through a second 2-branch UNet call.
+        tex = torch.randn(1, 4, res // 8, res // 8, device=device)
+        pass_time["unet2-texture"] = timed(
+            lambda: bb.eps(tex, t[:1], [Branch(["a"]), Branch([""])]), device, args.repeat)
         cases = [
             ("sds", {"model": "sd"}, pass_time["vae"] + pass_time["unet2"]),
             ("controlnet-sds", {"model": "sd", "controlnet": "cn"}, pass_time["vae"] + pass_time["unet2+cn"]),
+            ("dual-path-sds", {"model": "sd", "texture_model": "sd", "mask_channel": False},
+             pass_time["vae"] + pass_time["unet2"] + pass_time["unet2-texture"]),
             ("ssd", {"model": "sd", "controlnet": "cn"}, pass_time["vae"] + pass_time["unet2+cn"]),
             ("iesd", {"model": "sd", "controlnet": "cn", "ip2p_controlnet": "ip2p", "edit_prompt": "make it old"},
              pass_time["vae"] + pass_time["unet4+cn+ip2p"]),
@@ -91,12 +97,14 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
         for name, cfg, passes in cases:
             cls = lookup("guidance", name)
-            g = cls(parse(cls.Config, {"resolution": res, **cfg}), None, backbone=bb)
+            extra_bb = {"texture_backbone": bb} if name == "dual-path-sds" else {}
+            g = cls(parse(cls.Config, {"resolution": res, **cfg}), None, backbone=bb, **extra_bb)
             x = render.clone().requires_grad_(True)
 
             def step(g=g, x=x) -> None:
                 inp = GuidanceInput({"rgb": x}, cams, ["front"] * b, "a face", 0, landmark_map=lmk,
-                                    source_render=render.detach())
+                                    source_render=render.detach(),
+                                    extra={"texture_latent": tex.clone().requires_grad_(True)})
                 out = g(inp, gen)
                 sum(v for k, v in out.items() if k.startswith("loss_")).backward()
 

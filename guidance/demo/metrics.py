@@ -6,6 +6,9 @@
 * ``geometry_error``: mean symmetric nearest-vertex distance between the result's surface and the
   target's, in head heights (the built-in head is 1 unit tall);
 * ``identity_distance``: ||beta - beta_target|| when the result has identity coefficients.
+
+:func:`random_candidate_scores` gives the baseline a selection is judged against: the mean
+identity distance and geometry error of candidates drawn at random.
 """
 
 from __future__ import annotations
@@ -70,3 +73,17 @@ def demo_scores(representation: Any, world: DemoWorld, size: int = 128, target: 
     if beta is not None and beta.numel() <= target.beta.numel():
         scores["identity_distance"] = float((beta.detach().cpu() - target.beta[: beta.numel()]).norm())
     return scores
+
+
+@torch.no_grad()
+def random_candidate_scores(world: DemoWorld, betas: Tensor) -> dict[str, float]:
+    """Mean ``identity_distance`` and ``geometry_error`` of bare heads with identities ``betas`` [n, K]."""
+    head, target = world.head, world.target
+    k = min(betas.shape[1], target.beta.numel())
+    target_v = target.vertices(head)
+    dev = head.v_template.device
+    errors = [mean_surface_distance(head.vertices(b.to(dev)), target_v) for b in betas]
+    return {
+        "identity_distance": float((betas[:, :k] - target.beta[:k]).norm(dim=1).mean()),
+        "geometry_error": float(sum(errors) / len(errors)),
+    }
