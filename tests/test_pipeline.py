@@ -223,3 +223,11 @@ def test_load_stage_starts_from_a_finished_run_and_leaves_it_untouched(tmp_path,
     assert summary["metrics"]["source/source_stage"] == "polish"
     code, _, err = run_cli(["--config", str(PLUGINS / "toy_edit.yaml"), "--output-dir", str(tmp_path / "e2")], capsys)
     assert code == 2 and "pass source=RUN_DIR" in err
+
+
+def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
+    code, out, err = run_cli(["--config", str(TOY_RECIPE), "seed=5", "--output-dir", str(tmp_path),
+                              "prompt=a toy written twice", "--seed", "5"], capsys)
+    assert code == 0, err
+    summary = json.loads((run_dir_from(out) / "summary.json").read_text())
+    assert summary["prompt"] == "a toy written twice" and summary["seed"] == 5
