@@ -9,12 +9,18 @@ PIL round trip): resize the shortest edge to the processor's size (bicubic, anti
 crop to its crop size, normalise with its mean/std. Embeddings are L2-normalised float32.
 The CLIP score of images against a text is ``100 * cos(image, text)`` averaged over the images
 (no clamping at 0).
+
+``text_embeddings`` takes an optional :class:`TextScene`: how a selector draws its candidates.
+A real CLIP ignores it; a CLIP analogue that embeds a text through renders of the head the text
+describes (the demo CLIP) draws that head with it, so that texts and candidates are compared on
+the same kind of image (bare geometry for identity selection, head and hair for hair selection).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -24,6 +30,32 @@ from torch import Tensor
 from headgen.config.recipe import ModelSpec
 from headgen.errors import HeadgenError, ModelNotFoundError
 from headgen.models.zoo import load_component
+
+
+@dataclass
+class TextSubject:
+    """A head a text describes, as a CLIP analogue knows it (the demo prior's target)."""
+
+    vertices: Tensor
+    """[V,3] the head's vertices (the head model's topology)."""
+    faces: Tensor
+    """[F,3] its faces."""
+    hairstyle: str = "none"
+    """Name of its hairstyle ("none": bald)."""
+    hair_color: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Its hair's albedo."""
+
+
+@runtime_checkable
+class TextScene(Protocol):
+    """How a selector draws a candidate, applied to the head a text describes."""
+
+    key: str
+    """Identifies the drawing (views, lights, resolution, hair library, ...) for caches of text embeddings."""
+
+    def draw(self, subject: TextSubject) -> Tensor:
+        """[M, H, W, 3] images in [0, 1] of ``subject``, drawn exactly as the selector draws a candidate."""
+        ...
 
 
 @runtime_checkable
@@ -37,8 +69,9 @@ class ClipModel(Protocol):
         """[B, H, W, 3] in [0, 1] -> [B, D], L2-normalised."""
         ...
 
-    def text_embeddings(self, texts: Sequence[str]) -> Tensor:
-        """N texts -> [N, D], L2-normalised."""
+    def text_embeddings(self, texts: Sequence[str], scene: TextScene | None = None) -> Tensor:
+        """N texts -> [N, D], L2-normalised. ``scene``: how the caller draws candidates (see the
+        module docstring); CLIPs that read text ignore it."""
         ...
 
     def score(self, images: Tensor, text: str) -> float:
@@ -148,7 +181,7 @@ class PretrainedClip:
         return torch.cat(out) if out else images.new_zeros(0, self.model.config.projection_dim)
 
     @torch.no_grad()
-    def text_embeddings(self, texts: Sequence[str]) -> Tensor:
+    def text_embeddings(self, texts: Sequence[str], scene: TextScene | None = None) -> Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
         todo = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         for start in range(0, len(todo), self.chunk_size):
@@ -213,4 +246,5 @@ def get_clip(ctx: Any, name: str) -> ClipModel:
     return cache[key]
 
 
-__all__ = ["ClipModel", "PretrainedClip", "clip_score", "get_clip", "load_clip", "model_key"]
+__all__ = ["ClipModel", "PretrainedClip", "TextScene", "TextSubject", "clip_score", "get_clip", "load_clip",
+           "model_key"]

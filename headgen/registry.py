@@ -30,6 +30,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "headgen.selection",
     "headgen.export",
     "guidance",
+    "guidance.hair_select",
     "representations",
 )
 

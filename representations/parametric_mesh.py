@@ -5,10 +5,15 @@ Geometry: ``T* = T_mean + sum_i beta*_i S_i`` is the coarse head (beta* from sel
 ``T+ = T(beta) + d * n(T*)`` adds a per-vertex displacement ``d`` along the coarse vertex normals.
 Appearance: an RGB albedo map and/or a latent texture (4 x 64 x 64, rendered directly for
 latent-space SDS) and a tangent-space detail normal map, all in the head model's UV layout.
+Hair (DreamFace's hair stage): a selected hairstyle mesh fitted to the head, a constant colour and
+the style's name, held in buffers so they pass from stage to stage and survive results and
+checkpoints. Hair is selected, not optimised: :meth:`render_input` draws the head alone (what
+optimisation stages and their metrics see); :meth:`export_surface` adds the hair as a part.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -110,6 +115,11 @@ class ParametricMesh(Representation):
             self.register_buffer("specular_map", torch.zeros(cfg.texture_size, cfg.texture_size, 1))
         else:
             self.specular_map = None
+        # Hair: empty until a hair selector sets it (sizes follow the style; see _load_from_state_dict).
+        self.register_buffer("hair_vertices", torch.zeros(0, 3))
+        self.register_buffer("hair_faces", torch.zeros(0, 3, dtype=torch.long))
+        self.register_buffer("hair_color", torch.zeros(3))
+        self.register_buffer("hair_info", torch.zeros(0, dtype=torch.uint8))
 
     # ------------------------------------------------------------------ parameters
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -120,6 +130,59 @@ class ParametricMesh(Representation):
             if p is not None:
                 groups[name] = [p]
         return groups
+
+    # ------------------------------------------------------------------ hair
+    HAIR_BUFFERS = ("hair_vertices", "hair_faces", "hair_color", "hair_info")
+
+    def set_hair(self, vertices: Tensor | None, faces: Tensor | None = None, color: Tensor | None = None,
+                 **info: Any) -> None:
+        """Attach a hairstyle (vertices [V,3] in the head's frame, faces [F,3], colour [3] in [0,1]) and
+        what to remember about it (e.g. style="long", colour="blonde"); ``vertices=None`` removes the
+        hair (info is kept, e.g. style="none")."""
+        dev = self.v_template.device
+        if vertices is None:
+            self.hair_vertices = torch.zeros(0, 3, device=dev)
+            self.hair_faces = torch.zeros(0, 3, dtype=torch.long, device=dev)
+            self.hair_color = torch.zeros(3, device=dev)
+        else:
+            if faces is None or color is None:
+                raise ConfigError("set_hair: vertices need faces and a colour")
+            if vertices.dim() != 2 or vertices.shape[-1] != 3 or faces.dim() != 2 or faces.shape[-1] != 3:
+                raise ConfigError(f"set_hair: vertices [V,3] and faces [F,3] expected, got "
+                                  f"{tuple(vertices.shape)} and {tuple(faces.shape)}")
+            self.hair_vertices = vertices.detach().float().to(dev).clone()
+            self.hair_faces = faces.detach().long().to(dev).clone()
+            self.hair_color = color.detach().float().to(dev).reshape(3).clone()
+        data = json.dumps(info, sort_keys=True).encode() if info else b""
+        self.hair_info = torch.tensor(list(data), dtype=torch.uint8, device=dev)
+
+    @property
+    def has_hair(self) -> bool:
+        return self.hair_faces.shape[0] > 0
+
+    def hair(self) -> dict[str, Any]:
+        """What the hair selector recorded (e.g. {"style": "long", "colour": "blonde"}); {} when none ran."""
+        if self.hair_info.numel() == 0:
+            return {}
+        return json.loads(bytes(self.hair_info.cpu().tolist()).decode())
+
+    def hair_surface(self) -> SurfaceGeometry | None:
+        """The hair as a constant-colour surface part named "hair" (None without hair)."""
+        if not self.has_hair:
+            return None
+        return SurfaceGeometry(Mesh(self.hair_vertices, self.hair_faces), base_color=self.hair_color, name="hair")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Hair buffers take the size of what is loaded; results saved before hair existed load without it.
+        empty = {"hair_vertices": (0, 3), "hair_faces": (0, 3), "hair_color": (3,), "hair_info": (0,)}
+        for name, shape in empty.items():
+            key = prefix + name
+            own = getattr(self, name)
+            if key in state_dict:
+                setattr(self, name, own.new_empty(state_dict[key].shape))
+            else:
+                state_dict[key] = own.new_zeros(shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_identity(self, beta: Tensor) -> None:
         """Set the selected coarse identity (beta* and the starting beta)."""
@@ -195,13 +258,16 @@ class ParametricMesh(Representation):
         return {} if self.latent is None else {"texture_latent": self.latent[None]}
 
     def export_surface(self) -> SurfaceGeometry:
-        """The mesh with UVs and texture images, detached (for exporters)."""
+        """The mesh with UVs and texture images, detached (for exporters), with the hair as a part."""
         with torch.no_grad():
+            hair = self.hair_surface()
             return SurfaceGeometry(
                 mesh=self.mesh(),
                 albedo_map=None if self.albedo is None else self.albedo.detach().clamp(0.0, 1.0),
                 normal_map=self.normal_map_image(),
                 specular_map=self.specular_map,
+                name="head",
+                parts=[] if hair is None else [hair],
             )
 
     def to(self, *args: Any, **kwargs: Any) -> ParametricMesh:
@@ -247,6 +313,8 @@ class ParametricMesh(Representation):
         theirs = previous.state_dict()
         with torch.no_grad():
             for key, value in theirs.items():
-                if key in mine and mine[key].shape == value.shape:
+                if key in self.HAIR_BUFFERS:
+                    mine[key] = value.detach().clone()  # whatever its size: the hair passes on as it is
+                elif key in mine and mine[key].shape == value.shape:
                     mine[key].copy_(value)
         self.load_state_dict(mine)

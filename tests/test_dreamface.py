@@ -14,6 +14,7 @@ from headgen.cli import main
 REDUCED = [
     "stages.coarse.selector.pool_size=128", "stages.coarse.selector.resolution=64",
     "stages.carve.steps=30", "stages.carve.renderer.resolution=128", "stages.carve.guidance.resolution=128",
+    "stages.hair.selector.resolution=64", "stages.hair.selector.lights=2",
     "stages.texture-latent.steps=60", "stages.texture-image.steps=60",
     "stages.texture-image.renderer.resolution=128", "stages.texture-image.guidance.resolution=128",
     "stages.export.exporters.2.turntable_frames=6", "stages.export.exporters.2.resolution=128",
@@ -30,7 +31,8 @@ def run_dir(tmp_path_factory):
     buf = io.StringIO()
     with redirect_stdout(buf):
         code = main(["--config", "methods/dreamface.yaml", "--output-dir", str(out), "prior=demo",
-                     "stages.coarse.selector.cache_dir=" + str(out / "pool-cache"), *REDUCED])
+                     "stages.coarse.selector.cache_dir=" + str(out / "pool-cache"),
+                     "stages.hair.selector.cache_dir=" + str(out / "hair-cache"), *REDUCED])
     assert code == 0, buf.getvalue()[-3000:]
     return Path(buf.getvalue().strip().splitlines()[-1].removeprefix("Run directory: "))
 
@@ -40,9 +42,9 @@ def test_assets_and_summary(run_dir):
     assert summary["prior"] == "demo"
     expected = {"obj", "mtl", "diffuse_map", "normal_map", "specular_map", "glb", "preview", "turntable", "animation"}
     assert expected <= set(summary["assets"])
-    assert [s["name"] for s in summary["stages"]] == ["coarse", "carve", "texture-latent", "texture-image", "pbr",
-                                                      "export"]
-    assert all(s["seconds"] > 0 for s in summary["stages"][:4])
+    assert [s["name"] for s in summary["stages"]] == ["coarse", "carve", "hair", "texture-latent", "texture-image",
+                                                      "pbr", "export"]
+    assert all(s["seconds"] > 0 for s in summary["stages"][:5])
     mesh = trimesh.load(run_dir / "assets/head.obj", process=False)
     assert mesh.visual.uv is not None
     glb = pygltflib.GLTF2().load(str(run_dir / "assets/head.glb"))
@@ -51,6 +53,12 @@ def test_assets_and_summary(run_dir):
     assert "jawOpen" in glb.meshes[0].extras["targetNames"]
     material = glb.materials[0]
     assert material.pbrMetallicRoughness.baseColorTexture is not None and material.normalTexture is not None
+    # the demo target of "an old sailor with a grey beard" has short grey hair (guidance/demo/targets.py)
+    assert (summary["metrics"]["hair/hair_style"], summary["metrics"]["hair/hair_colour"]) == ("short", "grey")
+    assert {"hair_obj", "hair_mtl"} <= set(summary["assets"])
+    assert [m.name for m in glb.meshes] == ["head", "hair"]
+    assert glb.materials[1].pbrMetallicRoughness.baseColorFactor[:3] == pytest.approx([0.66, 0.66, 0.66], abs=1e-6)
+    assert json.loads((run_dir / "stages/hair/hair.json").read_text())["style"] == "short"
 
 
 def test_demo_prior_scores(run_dir):
@@ -69,7 +77,8 @@ def test_ict_facekit_head_exports_its_expressions(tmp_path, capsys):
     tiny = [o.replace("=30", "=5").replace("=60", "=5") for o in REDUCED]
     code = main(["--config", "methods/dreamface.yaml", "--output-dir", str(tmp_path), "prior=demo",
                  "head=ict-facekit", f"head.path={ICT}", "stages.coarse.selector.pool_size=16",
-                 "stages.coarse.selector.cache_dir=" + str(tmp_path / "pool-cache"), *tiny])
+                 "stages.coarse.selector.cache_dir=" + str(tmp_path / "pool-cache"),
+                 "stages.hair.selector.cache_dir=" + str(tmp_path / "hair-cache"), *tiny])
     out, err = capsys.readouterr()
     assert code == 0, err
     run = Path(out.strip().splitlines()[-1].removeprefix("Run directory: "))

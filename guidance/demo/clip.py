@@ -5,9 +5,12 @@
   ``DIM`` = 128 with a matrix drawn once from a fixed seed, L2-normalised. Similar-looking
   images get similar embeddings (random projections nearly preserve angles).
 * Text embedding of a prompt: the normalised mean image embedding of the prompt's demo target
-  (``world.target_for(text)``), its bare geometry rendered exactly as CLIP selection renders a
-  candidate (the default selection views and lights). Anchor texts such as "the face" map to the
-  normalised mean over the demo prior's bank (its unconditional distribution).
+  (``world.target_for(text)``) drawn the way the caller draws its candidates: with the
+  ``scene`` the caller passes (e.g. the hair selector draws head and hair, the hair in the
+  target's hairstyle and colour), else its bare geometry rendered exactly as CLIP selection
+  renders a candidate (the default selection views and lights). Anchor texts such as "the face"
+  map to the normalised mean over the demo prior's bank (its unconditional distribution), each
+  bank target drawn the same way.
 
 So CLIP selection under the demo prior prefers candidates whose geometry looks like the target's,
 and the target's own geometry scores a direct cosine of 1. ``key`` names the embedding function;
@@ -23,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from guidance.clip import clip_score
+from guidance.clip import TextScene, TextSubject, clip_score
+from guidance.demo.targets import HAIR_COLOURS, DemoTarget
 from guidance.demo.world import DemoWorld
 
 DIM = 128
@@ -51,7 +55,7 @@ class DemoClip:
         self.device = world.device
         self.proj = projection(self.device)
         self.text_resolution = text_resolution
-        self._text: dict[str, Tensor] = {}
+        self._text: dict[tuple[str, str | None], Tensor] = {}
         self._imager: Any = None
 
     @classmethod
@@ -69,13 +73,14 @@ class DemoClip:
         return F.normalize(flat @ self.proj, dim=-1)
 
     @torch.no_grad()
-    def text_embeddings(self, texts: Sequence[str]) -> Tensor:
+    def text_embeddings(self, texts: Sequence[str], scene: TextScene | None = None) -> Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
         out = []
         for text in texts:
-            if text not in self._text:
-                self._text[text] = self._embed_text(text)
-            out.append(self._text[text])
+            key = (text, None if scene is None else scene.key)
+            if key not in self._text:
+                self._text[key] = self._embed_text(text) if scene is None else self._embed_scene(text, scene)
+            out.append(self._text[key])
         return torch.stack(out) if out else torch.zeros(0, DIM, device=self.device)
 
     def score(self, images: Tensor, text: str) -> float:
@@ -98,6 +103,22 @@ class DemoClip:
         head = self.world.head
         verts = head.vertices(beta.to(head.v_template.device))
         return selection_embedding(self, verts, head.faces, self.imager())
+
+    def subject(self, target: DemoTarget) -> TextSubject:
+        """What a scene draws of a target: its geometry, hairstyle and hair colour."""
+        head = self.world.head
+        return TextSubject(head.vertices(target.beta.to(head.v_template.device)), head.faces,
+                           target.spec.hairstyle, HAIR_COLOURS[target.spec.hair])
+
+    def scene_embedding(self, target: DemoTarget, scene: TextScene) -> Tensor:
+        """[D] the normalised mean embedding of ``scene``'s images of ``target``."""
+        return F.normalize(self.image_embeddings(scene.draw(self.subject(target))).mean(0), dim=-1)
+
+    def _embed_scene(self, text: str, scene: TextScene) -> Tensor:
+        if " ".join(text.lower().split()) in ANCHOR_TEXTS:
+            bank = torch.stack([self.scene_embedding(t, scene) for t in self.world.bank])
+            return F.normalize(bank.mean(0), dim=-1)
+        return self.scene_embedding(self.world.target_for(text), scene)
 
     def _embed_text(self, text: str) -> Tensor:
         if " ".join(text.lower().split()) in ANCHOR_TEXTS:

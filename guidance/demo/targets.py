@@ -4,6 +4,13 @@ A target is identity coefficients (seeded by the prompt) and a UV albedo painted
 features (skin, hair, beard, lips, brows, eyes) that a small keyword table steers ("old",
 "beard", "pale", "bald", "blonde", ...). An edit instruction applies the keyword table to a
 copy of a target, keeping its identity. The same text always gives the same target.
+
+A target also has a hairstyle, named after the built-in hair library's styles (short, bob,
+long, bun, mohawk, or none), for hair selection (the demo CLIP draws the target with it; the
+painted albedo and the diffusion data do not change). Keywords: "short hair", "crew cut", "buzz
+cut", "pixie" -> short; "bob" -> bob; "long hair", "ponytail" -> long; "bun", "top knot" -> bun;
+"mohawk" -> mohawk; "bald", "shaved head" -> none. A prompt that names none gets long hair when it
+says woman/female/lady/girl, else short.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ import torch
 from torch import Tensor
 
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
+from headgen.hair.colours import PRESET_COLOURS
 
 SKIN_TONES = [(0.93, 0.78, 0.68), (0.86, 0.67, 0.55), (0.76, 0.57, 0.44), (0.60, 0.42, 0.31), (0.42, 0.29, 0.21)]
-HAIR_COLOURS = {"black": (0.08, 0.07, 0.06), "brown": (0.30, 0.19, 0.11), "blonde": (0.86, 0.72, 0.45),
-                "red": (0.62, 0.25, 0.12), "grey": (0.66, 0.66, 0.66), "white": (0.90, 0.90, 0.88)}
+HAIR_COLOURS = PRESET_COLOURS
+"""The hair selector's preset colours (:mod:`headgen.hair.colours`), which the targets' hair uses."""
 
 # keyword -> feature changes (applied in order of appearance in the table)
 KEYWORDS: dict[str, dict[str, Any]] = {
@@ -43,7 +51,16 @@ KEYWORDS: dict[str, dict[str, Any]] = {
     r"\b(lipstick|red lips)\b": {"lips": (0.72, 0.12, 0.16)},
     r"\b(grey|gray) beard": {"beard": 1.0, "beard_colour": "grey"},
     r"\bwhite beard": {"beard": 1.0, "beard_colour": "white"},
+    # hairstyles (names of the built-in hair library); bald/shaved head -> none, see apply_keywords
+    r"\b(woman|female|lady|girl|grandmother)\b": {"hairstyle": "long"},
+    r"\b(short[- ]haired|short hair|crew[- ]cut|buzz[- ]cut|crop(ped)? hair|pixie)\b": {"hairstyle": "short"},
+    r"\b(bob|bobbed)\b": {"hairstyle": "bob"},
+    r"\b(long[- ]haired|long hair|ponytail)\b": {"hairstyle": "long"},
+    r"\b(bun|top[- ]?knot)\b": {"hairstyle": "bun"},
+    r"\b(mohawk|mohican)\b": {"hairstyle": "mohawk"},
 }
+HAIRSTYLES = ("short", "bob", "long", "bun", "mohawk", "none")
+"""The hairstyles targets can have (the built-in hair library's, and none)."""
 
 BANK_PROMPTS = [
     "a young woman with blonde hair", "an old man with a grey beard", "a bald man with dark skin",
@@ -67,6 +84,8 @@ class TargetSpec:
     moustache: float = 0.0
     age: float = 0.3
     lips: tuple[float, float, float] = (0.66, 0.36, 0.34)
+    hairstyle: str = "short"
+    """One of HAIRSTYLES; "none" whenever ``bald``."""
     keywords: list[str] = field(default_factory=list)
 
 
@@ -83,6 +102,8 @@ def apply_keywords(spec: TargetSpec, text: str) -> TargetSpec:
             spec.keywords.append(re.search(pattern, low).group(0))
             for key, value in changes.items():
                 setattr(spec, key, value)
+    if spec.bald:
+        spec.hairstyle = "none"
     return spec
 
 

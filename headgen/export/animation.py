@@ -2,7 +2,8 @@
 
 The frames show the exported surface (textured if it has an albedo map, else grey shading) with
 the expression blendshapes added linearly, exactly as the morph targets of ``head.glb`` animate
-it: ``v(t) = v_base + sum_e w_e(t) delta_e``. Keyframes are spread evenly over the frames and
+it: ``v(t) = v_base + sum_e w_e(t) delta_e``. Parts of the surface (the hair) are drawn as they
+are: they follow no blendshape, as in ``head.glb``. Keyframes are spread evenly over the frames and
 eased with smoothstep between neighbours.
 """
 
@@ -153,7 +154,7 @@ def render_expressions(surface: SurfaceGeometry, deltas: Tensor, weights: Tensor
             moved = SurfaceGeometry(
                 surface.mesh.with_positions(base + torch.einsum("e,evc->vc", w, deltas.to(base))),
                 albedo_map=surface.albedo_map, normal_map=surface.normal_map, v_color=surface.v_color,
-                albedo_fn=surface.albedo_fn,
+                albedo_fn=surface.albedo_fn, base_color=surface.base_color, name=surface.name, parts=surface.parts,
             )
             img = renderer.render(moved, cams, light, modes=(mode, "opacity"))
             rgb = img[mode] * img["opacity"] + (1 - img["opacity"]) if mode == "shading" else img[mode]

@@ -1,6 +1,9 @@
 """Binary glTF 2.0 (``head.glb``): PBR material, textures and expression morph targets.
 
-Layout of the file: one scene, one node, one mesh with one triangle primitive.
+Layout of the file: one scene; node/mesh 0 is the head (one triangle primitive, material 0, the
+morph targets). Each part of the surface (DreamFace's hair) follows as a node + mesh + material
+of its own, named after the part; a constant-colour part's material is its ``baseColorFactor``
+(double-sided, no textures), and parts follow no morph target.
 
 * Vertices. glTF has a single index buffer, so every distinct (position index, UV index) pair
   of the face corners becomes one output vertex (:func:`split_uv_seams`); ``pos_index`` maps each
@@ -234,16 +237,34 @@ def glb_document(
     import pygltflib as g
 
     mesh = surface.mesh.to("cpu")
-    specular = getattr(surface, "specular_map", None)
-    maps = {"diffuse": surface.albedo_map, "normal": surface.normal_map, "specular": specular}
-    for name, image in maps.items():
-        if image is not None and mesh.v_tex is None:
-            raise HeadgenError(f"exporter glb: the {name} map needs UVs but the mesh has none")
     if blendshapes is not None:
         _check_blendshapes(blendshapes, mesh)
 
-    split = split_uv_seams(mesh)
     b = _GlbBuilder()
+    split = _add_mesh(b, surface, mesh, "head", blendshapes, morph_normals, texture_format, roughness)
+    for i, part in enumerate(surface.parts):
+        _add_mesh(b, part, part.mesh.to("cpu"), part.name or f"part{i}", None, False, texture_format, roughness,
+                  is_part=True)
+    for i, gmesh in enumerate(b.doc.meshes):
+        b.doc.nodes.append(g.Node(name=gmesh.name, mesh=i))
+    b.doc.scenes.append(g.Scene(name="headgen", nodes=list(range(len(b.doc.nodes)))))
+    b.doc.scene = 0
+    return b.finish(), split
+
+
+def _add_mesh(b: _GlbBuilder, surface: SurfaceGeometry, mesh: Mesh, name: str,
+              blendshapes: tuple[list[str], Tensor] | None, morph_normals: bool, texture_format: str,
+              roughness: float, is_part: bool = False) -> SeamSplit:
+    """Append ``surface`` as one mesh with one primitive and one material named ``name`` (a part's
+    material is double-sided, as hair meshes are often open, and its textures carry its name)."""
+    g = b.g
+    prefix = f"{name}_" if is_part else ""
+    specular = getattr(surface, "specular_map", None)
+    maps = {"diffuse": surface.albedo_map, "normal": surface.normal_map, "specular": specular}
+    for kind, image in maps.items():
+        if image is not None and mesh.v_tex is None:
+            raise HeadgenError(f"exporter glb: the {kind} map of {name} needs UVs but its mesh has none")
+    split = split_uv_seams(mesh)
     with torch.no_grad():
         v_pos = mesh.v_pos.detach().double()
         normals_src = mesh.vertex_normals().detach().double().numpy()
@@ -263,24 +284,26 @@ def glb_document(
         attrs.COLOR_0 = b.accessor(surface.v_color.detach().cpu().float().clamp(0, 1).numpy()[split.pos_index])
     indices = b.accessor(split.faces.reshape(-1), target=_ELEMENT_ARRAY_BUFFER)
 
-    pbr = g.PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0,
-                                 roughnessFactor=float(roughness))
-    material = g.Material(name="head", pbrMetallicRoughness=pbr, doubleSided=False)
+    base = [1.0, 1.0, 1.0, 1.0]
+    if surface.base_color is not None and surface.albedo_map is None and surface.v_color is None:
+        base = [float(c) for c in surface.base_color.detach().cpu().float().clamp(0, 1).tolist()] + [1.0]
+    pbr = g.PbrMetallicRoughness(baseColorFactor=base, metallicFactor=0.0, roughnessFactor=float(roughness))
+    material = g.Material(name=name, pbrMetallicRoughness=pbr, doubleSided=is_part)
     if surface.albedo_map is not None:
-        pbr.baseColorTexture = g.TextureInfo(index=b.texture(surface.albedo_map, "diffuse", texture_format))
+        pbr.baseColorTexture = g.TextureInfo(index=b.texture(surface.albedo_map, f"{prefix}diffuse", texture_format))
     if specular is not None:
         pbr.roughnessFactor = 1.0  # the texture carries the roughness
         pbr.metallicRoughnessTexture = g.TextureInfo(
-            index=b.texture(roughness_image(specular), "metallic_roughness", texture_format)
+            index=b.texture(roughness_image(specular), f"{prefix}metallic_roughness", texture_format)
         )
     if surface.normal_map is not None:
         material.normalTexture = g.NormalMaterialTexture(
-            index=b.texture(surface.normal_map, "normal", texture_format), scale=1.0
+            index=b.texture(surface.normal_map, f"{prefix}normal", texture_format), scale=1.0
         )
     b.doc.materials.append(material)
 
-    primitive = g.Primitive(attributes=attrs, indices=indices, material=0, mode=4)
-    gmesh = g.Mesh(name="head", primitives=[primitive])
+    primitive = g.Primitive(attributes=attrs, indices=indices, material=len(b.doc.materials) - 1, mode=4)
+    gmesh = g.Mesh(name=name, primitives=[primitive])
     if blendshapes is not None:
         names, deltas = blendshapes
         normal_deltas = _normal_deltas(mesh, deltas) if morph_normals else None
@@ -292,10 +315,7 @@ def glb_document(
         gmesh.weights = [0.0] * len(names)
         gmesh.extras = {"targetNames": list(names)}
     b.doc.meshes.append(gmesh)
-    b.doc.nodes.append(g.Node(name="head", mesh=0))
-    b.doc.scenes.append(g.Scene(name="headgen", nodes=[0]))
-    b.doc.scene = 0
-    return b.finish(), split
+    return split
 
 
 @register("exporter", "glb")

@@ -3,11 +3,17 @@
 OBJ indexes positions and UVs separately, so UV seams are written as they are (no vertex
 splitting). Textures: ``diffuse.png`` (map_Kd), ``normal.png`` (tangent space, ``norm``/``map_Bump``)
 and ``specular.png`` (map_Ks) when the representation has them.
+
+Parts of the surface (DreamFace's hair) are written beside the head as their own OBJ + MTL named
+after the part (``hair.obj``, ``hair.mtl``), in the same frame, so ``head.obj`` stays one mesh
+that any tool loads as such; a constant-colour part's material is its ``Kd`` (a textured part
+gets ``<name>_diffuse.png``).
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,19 +58,54 @@ def obj_text(surface: SurfaceGeometry, mtl_name: str | None, material: str = "he
         rows = np.stack([f[:, 0], ft[:, 0], f[:, 0], f[:, 1], ft[:, 1], f[:, 1], f[:, 2], ft[:, 2], f[:, 2]], 1)
         np.savetxt(buf, rows, fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
     else:
+        if mtl_name:
+            buf.write(f"usemtl {material}\n")
         rows = np.stack([f[:, 0], f[:, 0], f[:, 1], f[:, 1], f[:, 2], f[:, 2]], 1)
         np.savetxt(buf, rows, fmt="f %d//%d %d//%d %d//%d")
     return buf.getvalue()
 
 
+def part_name(part: SurfaceGeometry, index: int) -> str:
+    """A file-safe name for a surface part ("hair"; ``part<i>`` when it has none)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", part.name).strip("_")
+    return name or f"part{index}"
+
+
+def _material_colour(part: SurfaceGeometry) -> tuple[float, float, float]:
+    if part.base_color is not None:
+        return tuple(float(c) for c in part.base_color.detach().cpu().clamp(0, 1).tolist())  # type: ignore[return-value]
+    if part.v_color is not None:  # OBJ has no per-vertex colour in MTL: the mean stands in
+        return tuple(float(c) for c in part.v_color.detach().cpu().float().mean(0).clamp(0, 1).tolist())  # type: ignore[return-value]
+    return (0.8, 0.8, 0.8)
+
+
+def write_part(part: SurfaceGeometry, name: str, assets: Path) -> dict[str, str]:
+    """``<name>.obj`` + ``<name>.mtl`` (+ ``<name>_diffuse.png``) of one surface part."""
+    written: dict[str, str] = {}
+    kd = " ".join(f"{c:.4f}" for c in _material_colour(part))
+    lines = [f"newmtl {name}", "Ka 0 0 0", f"Kd {kd}", "Ks 0.04 0.04 0.04", "Ns 32", "illum 2"]
+    if part.albedo_map is not None:
+        if part.mesh.v_tex is None:
+            raise HeadgenError(f"exporter obj: the diffuse map of part {name!r} needs UVs but its mesh has none")
+        path = write_png(assets / f"{name}_diffuse.png", part.albedo_map)
+        written[f"{name}_diffuse_map"] = str(path)
+        lines = [line if not line.startswith("Kd") else "Kd 1 1 1" for line in lines] + [f"map_Kd {path.name}"]
+    mtl = atomic_write_text(assets / f"{name}.mtl", "\n".join(lines) + "\n")
+    obj = atomic_write_text(assets / f"{name}.obj", obj_text(part, mtl.name, material=name))
+    written[f"{name}_obj"] = str(obj)
+    written[f"{name}_mtl"] = str(mtl)
+    return written
+
+
 @register("exporter", "obj")
 class ObjExporter:
-    """OBJ mesh with UVs, an MTL material and diffuse / normal / specular texture PNGs."""
+    """OBJ mesh with UVs, an MTL material and diffuse / normal / specular texture PNGs (hair: hair.obj beside it)."""
 
     @dataclass
     class Config:
         filename: str = "head.obj"
-        """Name of the OBJ file in assets/ (the MTL takes the same stem)."""
+        """Name of the OBJ file in assets/ (the MTL takes the same stem); parts such as the hair are
+        written beside it as <part>.obj / <part>.mtl."""
 
     def __init__(self, cfg: Config):
         if not cfg.filename.endswith(".obj"):
@@ -95,4 +136,10 @@ class ObjExporter:
         obj = atomic_write_text(assets / self.cfg.filename, obj_text(surface, mtl.name))
         written["obj"] = str(obj)
         written["mtl"] = str(mtl)
+        names = [part_name(part, i) for i, part in enumerate(surface.parts)]
+        for i, (part, name) in enumerate(zip(surface.parts, names)):
+            if name == stem or name in names[:i]:
+                raise HeadgenError(f"exporter obj: surface part {i} would be written as {name}.obj, which is "
+                                   "taken; give the parts distinct names other than the OBJ's")
+            written.update(write_part(part, name, assets))
         return written

@@ -1,4 +1,8 @@
-"""Previews: a grid of fixed views (shaded and textured) and a turntable video."""
+"""Previews: a grid of fixed views (shaded and textured) and a turntable video.
+
+Parts of the surface (the hair) are drawn with the head in one depth buffer: grey in the shaded
+row, in their own colour in the textured row and the turntable.
+"""
 
 from __future__ import annotations
 

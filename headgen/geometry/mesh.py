@@ -16,7 +16,7 @@ Conventions
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -158,8 +158,13 @@ class Mesh:
 class SurfaceGeometry:
     """What the mesh renderer draws: a :class:`Mesh` plus optional materials.
 
-    Albedo comes from the first of ``albedo_map`` (needs UVs), ``v_color``, ``albedo_fn`` that is
-    set. ``normal_map`` and ``latent_map`` need UVs.
+    Albedo comes from the first of ``albedo_map`` (needs UVs), ``v_color``, ``albedo_fn``,
+    ``base_color`` that is set. ``normal_map`` and ``latent_map`` need UVs.
+
+    ``parts`` are further surfaces with their own materials (e.g. DreamFace's hair, a constant
+    colour, next to the UV-textured head) drawn in the same depth buffer, so each occludes the
+    others where it is in front. Exporters write them as separate meshes/materials; a part has
+    no parts of its own.
     """
 
     mesh: Mesh
@@ -175,6 +180,25 @@ class SurfaceGeometry:
     """[V,3] per-vertex albedo in [0,1]."""
     specular_map: Tensor | None = None
     """[h,w,1 or 3] specular intensity in [0,1] (exported as a PBR map; the renderer does not use it)."""
+    base_color: Tensor | None = None
+    """[3] constant albedo in [0,1] (e.g. hair in a preset colour)."""
+    name: str = ""
+    """What the surface is ("hair", ...): names exported files, meshes and materials of parts."""
+    parts: list[SurfaceGeometry] = field(default_factory=list)
+    """Further surfaces drawn together with this one (one depth buffer, each its own material)."""
+
+    def __post_init__(self) -> None:
+        if self.base_color is not None and tuple(self.base_color.shape) != (3,):
+            raise HeadgenError(f"SurfaceGeometry.base_color must be [3], got {tuple(self.base_color.shape)}")
+        for part in self.parts:
+            if not isinstance(part, SurfaceGeometry):
+                raise HeadgenError(f"SurfaceGeometry.parts must hold SurfaceGeometry, got {type(part).__name__}")
+            if part.parts:
+                raise HeadgenError("SurfaceGeometry.parts: a part cannot have parts of its own")
+
+    def surfaces(self) -> list[SurfaceGeometry]:
+        """This surface (without its parts) followed by its parts."""
+        return [replace(self, parts=[]), *self.parts] if self.parts else [self]
 
     def to(self, device: torch.device | str) -> SurfaceGeometry:
         def mv(x: Tensor | None) -> Tensor | None:
@@ -188,7 +212,40 @@ class SurfaceGeometry:
             self.albedo_fn,
             mv(self.v_color),
             mv(self.specular_map),
+            mv(self.base_color),
+            self.name,
+            [p.to(device) for p in self.parts],
         )
 
 
-__all__ = ["Mesh", "SurfaceGeometry"]
+def concat_meshes(meshes: list[Mesh]) -> tuple[Mesh, Tensor]:
+    """One mesh holding ``meshes`` (vertices and faces appended in order) and the [F] index of the
+    mesh each face came from. When some meshes have UVs, those without get one extra UV (0, 0)
+    that all their face corners use, so the result has UVs for every face."""
+    if not meshes:
+        raise HeadgenError("concat_meshes needs at least one mesh")
+    dev = meshes[0].v_pos.device
+    pos, tri, owner, offset = [], [], [], 0
+    for i, m in enumerate(meshes):
+        pos.append(m.v_pos)
+        tri.append(m.t_pos_idx.long().to(dev) + offset)
+        owner.append(torch.full((m.num_faces,), i, dtype=torch.long, device=dev))
+        offset += m.num_vertices
+    v_tex = t_tex = None
+    if any(m.v_tex is not None for m in meshes):
+        dtype = next(m.v_tex.dtype for m in meshes if m.v_tex is not None)
+        uvs, uv_tri, uv_off = [], [], 0
+        for m in meshes:
+            if m.v_tex is None:
+                uvs.append(torch.zeros(1, 2, dtype=dtype, device=dev))
+                uv_tri.append(torch.full((m.num_faces, 3), uv_off, dtype=torch.long, device=dev))
+                uv_off += 1
+            else:
+                uvs.append(m.v_tex.to(dev, dtype))
+                uv_tri.append(m.uv_idx.long().to(dev) + uv_off)
+                uv_off += m.v_tex.shape[0]
+        v_tex, t_tex = torch.cat(uvs), torch.cat(uv_tri)
+    return Mesh(torch.cat(pos), torch.cat(tri), v_tex, t_tex), torch.cat(owner)
+
+
+__all__ = ["Mesh", "SurfaceGeometry", "concat_meshes"]

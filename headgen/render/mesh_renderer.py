@@ -19,8 +19,14 @@ Modes (all images ``[B, H, W, C]``, row 0 at the top):
   ``generator`` (standard normal), for latent-space SDS.
 * ``uv`` [2]: the interpolated texture coordinates; 0 on the background; not antialiased.
 
-Albedo comes from the first of ``albedo_map`` (by UV), ``v_color``, ``albedo_fn`` that is set;
-``rgb``/``albedo`` without any of them is an error (render ``shading`` for bare geometry).
+Albedo comes from the first of ``albedo_map`` (by UV), ``v_color``, ``albedo_fn``, ``base_color``
+that is set; ``rgb``/``albedo`` without any of them is an error (render ``shading`` for bare geometry).
+
+Several surfaces (``SurfaceGeometry.parts``, e.g. a head and its hair) are rasterised as one
+concatenated mesh, so they share the depth buffer; each covered pixel is shaded with the material
+(albedo, normal map) of the surface its triangle belongs to. ``uv`` is 0 on surfaces without UVs;
+``latent`` needs a single surface.
+
 With ``antialias: true``, ``rgb``, ``albedo``, ``shading``, ``normal``, ``normal_opacity``, ``latent`` and ``opacity``
 go through the backend's antialias op after compositing, which gives silhouettes position
 gradients.
@@ -32,7 +38,7 @@ high; the projection uses the cameras' field of view and aspect ratio, not their
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,7 +48,7 @@ from torch import Tensor
 
 from headgen.cameras import Cameras, Lights
 from headgen.errors import HeadgenError, did_you_mean
-from headgen.geometry.mesh import Mesh, SurfaceGeometry
+from headgen.geometry.mesh import Mesh, SurfaceGeometry, concat_meshes
 from headgen.registry import register
 from headgen.render.raster import RasterBackend, get_backend
 
@@ -62,6 +68,10 @@ class _Packed:
             return attr.new_zeros(0, attr.shape[-1])
         out = self.backend.interpolate(attr, self.rast, tri)
         return out.reshape(self.n, out.shape[-1])
+
+    def subset(self, index: Tensor) -> _Packed:
+        """The pixels ``index`` (into this pack) as a pack of their own."""
+        return _Packed(self.backend, self.rast[:, :, index], int(index.numel()))
 
     def texture(self, tex: Tensor, uv: Tensor, boundary: str) -> Tensor:
         if self.n == 0:
@@ -128,7 +138,13 @@ class MeshRenderer:
                 )
         if isinstance(geometry, Mesh):
             geometry = SurfaceGeometry(geometry)
-        mesh = geometry.mesh
+        surfaces = geometry.surfaces()
+        if len(surfaces) > 1 and "latent" in modes:
+            raise HeadgenError(
+                "mesh renderer: mode 'latent' draws a single surface, but this geometry has parts "
+                f"({', '.join(p.name or 'unnamed' for p in geometry.parts)}); render the surface without them"
+            )
+        mesh, owner = (geometry.mesh, None) if len(surfaces) == 1 else concat_meshes([s.mesh for s in surfaces])
         dev, dtype = mesh.v_pos.device, mesh.v_pos.dtype
         cams = cameras.to(dev)
         bsz = cams.batch_size
@@ -150,19 +166,24 @@ class MeshRenderer:
         want = set(modes)
 
         uv = None
-        uses_map = geometry.albedo_map is not None and bool(want & {"rgb", "albedo"})
-        uses_nmap = geometry.normal_map is not None and bool(want & {"rgb", "shading", "normal", "normal_opacity"})
-        if "uv" in want or "latent" in want or uses_map or uses_nmap:
-            if mesh.v_tex is None:
+        uses_uv = "uv" in want or "latent" in want
+        for s in surfaces:
+            uses_map = s.albedo_map is not None and bool(want & {"rgb", "albedo"})
+            uses_nmap = s.normal_map is not None and bool(want & {"rgb", "shading", "normal", "normal_opacity"})
+            uses_uv = uses_uv or uses_map or uses_nmap
+            if (uses_uv if s is surfaces[0] else uses_map or uses_nmap) and s.mesh.v_tex is None:
+                which = f" of part {s.name!r}" if s is not surfaces[0] else ""
                 raise HeadgenError(
                     "mesh renderer: the requested modes/materials (uv, latent, albedo_map or normal_map) "
-                    "need UVs, but the mesh has no v_tex"
+                    f"need UVs, but the mesh{which} has no v_tex"
                 )
+        if uses_uv:
             uv = px.interpolate(mesh.v_tex.to(dtype), mesh.uv_idx)
+        groups = self._surface_groups(geometry, surfaces, mesh, owner, px)
 
         normal = None
         if want & {"rgb", "shading", "normal", "normal_opacity"}:
-            normal = self._normals(geometry, px, uv)
+            normal = _per_surface(groups, uv, self._normals)
 
         shade = None
         if want & {"rgb", "shading"}:
@@ -177,7 +198,7 @@ class MeshRenderer:
         # name -> (values at the covered pixels [N,C], background [B,C] or None for zeros)
         layers: dict[str, tuple[Tensor, Tensor | None]] = {}
         if want & {"rgb", "albedo"}:
-            albedo = self._albedo(geometry, px, uv)
+            albedo = _per_surface(groups, uv, self._albedo)
             if "albedo" in want:
                 layers["albedo"] = (albedo, bg)
             if "rgb" in want:
@@ -224,6 +245,28 @@ class MeshRenderer:
         return {m: images[m] for m in modes}
 
     # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _surface_groups(
+        geometry: SurfaceGeometry, surfaces: list[SurfaceGeometry], mesh: Mesh, owner: Tensor | None, px: _Packed
+    ) -> list[tuple[SurfaceGeometry, _Packed, Tensor | None]]:
+        """(materials on the rasterised mesh, its pixels, their index into ``px``) per surface."""
+        if owner is None:
+            return [(geometry, px, None)]
+        sid = owner[px.tri_id]
+        groups = []
+        start = 0
+        for i, s in enumerate(surfaces):
+            color = None
+            if s.v_color is not None:  # per-vertex data of this surface, zero on the others' vertices
+                color = s.v_color.new_zeros(mesh.num_vertices, s.v_color.shape[-1])
+                color[start: start + s.mesh.num_vertices] = s.v_color
+            start += s.mesh.num_vertices
+            view = SurfaceGeometry(mesh, albedo_map=s.albedo_map, normal_map=s.normal_map, albedo_fn=s.albedo_fn,
+                                   v_color=color, base_color=s.base_color, name=s.name)
+            index = (sid == i).nonzero().squeeze(1)
+            groups.append((view, px.subset(index), index))
+        return groups
+
     def _normals(self, geometry: SurfaceGeometry, px: _Packed, uv: Tensor | None) -> Tensor:
         mesh = geometry.mesh
         n = F.normalize(px.interpolate(mesh.vertex_normals(), mesh.t_pos_idx), dim=-1, eps=1e-20)
@@ -246,9 +289,12 @@ class MeshRenderer:
             return px.interpolate(geometry.v_color.to(dtype), mesh.t_pos_idx)
         if geometry.albedo_fn is not None:
             return geometry.albedo_fn(px.interpolate(mesh.v_pos, mesh.t_pos_idx))
+        if geometry.base_color is not None:
+            return geometry.base_color.to(mesh.v_pos.device, dtype).expand(px.n, 3)
+        part = f" (part {geometry.name!r})" if geometry.name else ""
         raise HeadgenError(
-            "mesh renderer: modes 'rgb'/'albedo' need a material (albedo_map with UVs, v_color or "
-            "albedo_fn); render mode 'shading' for bare geometry"
+            f"mesh renderer: modes 'rgb'/'albedo' need a material{part} (albedo_map with UVs, v_color, "
+            "albedo_fn or base_color); render mode 'shading' for bare geometry"
         )
 
     def _latent(
@@ -276,6 +322,22 @@ class MeshRenderer:
             return torch.zeros(bsz, 3, device=device, dtype=dtype)
         gdev = generator.device if generator is not None else device
         return torch.rand(bsz, 3, generator=generator, device=gdev).to(device=device, dtype=dtype)
+
+
+def _per_surface(
+    groups: list[tuple[SurfaceGeometry, _Packed, Tensor | None]], uv: Tensor | None,
+    fn: Callable[[SurfaceGeometry, _Packed, Tensor | None], Tensor],
+) -> Tensor:
+    """``fn(surface, pixels, uv)`` evaluated per surface, scattered into one [N, C] tensor."""
+    if len(groups) == 1 and groups[0][2] is None:
+        return fn(groups[0][0], groups[0][1], uv)
+    n = sum(g[1].n for g in groups)
+    parts = [(index, fn(view, px, None if uv is None else uv[index])) for view, px, index in groups]
+    first = parts[0][1]
+    out = first.new_zeros(n, first.shape[-1])
+    for index, values in parts:
+        out = out.index_put((index,), values)
+    return out
 
 
 __all__ = ["MODES", "MeshRenderer", "SurfaceGeometry"]

@@ -256,3 +256,43 @@ def test_normal_opacity_is_the_premultiplied_normal_in_minus_one_one_next_to_cov
     assert torch.allclose(no, expected, atol=1e-5)
     assert torch.allclose(no[0, 32, 32], torch.tensor([0.0, 0.0, 1.0, 1.0]), atol=1e-5)
     assert torch.equal(no[0, 0, 0], torch.zeros(4))
+
+
+def test_parts_share_the_depth_buffer_and_keep_their_own_materials() -> None:
+    # A textured "head" plane at z = 0 and a smaller constant-colour "hair" plane in front of it,
+    # tilted by a normal map on the head only.
+    head_mesh = plane(0.5)
+    tex = torch.zeros(16, 16, 3)
+    tex[..., 1] = 1.0  # green head
+    nmap = torch.tensor([0.5, 0.5, 1.0]).repeat(8, 8, 1)
+    hair_mesh = Mesh(plane(0.25).v_pos + torch.tensor([0.25, 0.0, 0.2]), plane(0.25).t_pos_idx)  # no UVs
+    red = torch.tensor([1.0, 0.0, 0.0])
+    hair = SurfaceGeometry(hair_mesh, base_color=red, name="hair")
+    geo = SurfaceGeometry(head_mesh, albedo_map=tex, normal_map=nmap, parts=[hair])
+    cams = front_camera(distance=3.0, fov=40.0)
+    r = renderer(antialias=False)
+    out = r.render(geo, cams, modes=("albedo", "rgb", "depth", "opacity", "uv"))
+    alb, depth = out["albedo"][0], out["depth"][0, ..., 0]
+    # One unit at distance 3 with a 40 degree view spans 64 / (2 * 3 * tan 20deg) ~ 29.3 pixels.
+    ppu = 64 / (2 * 3.0 * math.tan(math.radians(20.0)))
+    hair_col = round(32 + 0.35 * ppu)  # hair covers x in [0, 0.5]: its centre
+    head_col = round(32 - 0.35 * ppu)  # only the head at x = -0.35
+    assert torch.equal(alb[32, hair_col], red) and torch.equal(alb[32, head_col], torch.tensor([0.0, 1.0, 0.0]))
+    # the nearer surface wins whatever the order of the parts; depth is the hair's (camera at z = 3)
+    assert depth[32, hair_col] == pytest.approx(2.8, abs=1e-4) and depth[32, head_col] == pytest.approx(3.0, abs=1e-4)
+    behind = SurfaceGeometry(hair_mesh, base_color=red, parts=[SurfaceGeometry(head_mesh, albedo_map=tex)])
+    swapped = r.render(behind, cams, modes=("albedo",))["albedo"][0]
+    assert torch.equal(swapped, alb)
+    # the head alone draws exactly as before; the uv of a part without UVs is 0
+    alone = r.render(SurfaceGeometry(head_mesh, albedo_map=tex, normal_map=nmap), cams, modes=("albedo", "rgb"))
+    assert torch.equal(alone["albedo"][0, :, :20], alb[:, :20]) and torch.equal(alone["rgb"][0, :, :20],
+                                                                                  out["rgb"][0, :, :20])
+    assert torch.equal(out["uv"][0, 32, hair_col], torch.zeros(2)) and out["uv"][0, 32, head_col].min() > 0
+    assert float(out["opacity"].sum()) > float(r.render(head_mesh, cams, modes=("opacity",))["opacity"].sum())
+    with pytest.raises(HeadgenError, match="'latent' draws a single surface"):
+        r.render(SurfaceGeometry(head_mesh, latent_map=torch.zeros(4, 4, 4), parts=[hair]), cams, modes=("latent",))
+    with pytest.raises(HeadgenError, match="part 'bare'"):
+        r.render(SurfaceGeometry(head_mesh, albedo_map=tex, parts=[SurfaceGeometry(hair_mesh, name="bare")]), cams,
+                 modes=("albedo",))
+    with pytest.raises(HeadgenError, match="cannot have parts"):
+        SurfaceGeometry(head_mesh, parts=[geo])
