@@ -66,6 +66,11 @@ def test_demo_prior_scores(run_dir):
     assert m["texture-image/psnr"] > 22.0, m
     assert m["texture-image/psnr"] > m["carve/psnr"]
     assert m["carve/geometry_error"] <= m["coarse/geometry_error"], m
+    # The selected identity against candidates drawn at random from the same pool, measured where CLIP
+    # can see it: the head's surface. Measured (pool 128, 64 px): 0.0220 vs 0.0289 (pool 2048: 0.0173).
+    # In coefficient space the selection is no better than random (10.6 vs 8.8): the 50 coefficients
+    # weigh low-variance modes that barely change the renders as much as the ones that do.
+    assert m["coarse/geometry_error"] < 0.85 * m["coarse/random_candidate_geometry_error"], m
     assert m["pbr/specular_source"].startswith("analytic stand-in")
 
 
