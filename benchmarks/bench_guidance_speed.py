@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", nargs="*", default=None, metavar="GUIDANCE",
+                   help="time only these guidance (e.g. --only iesd); full-size CPU runs take minutes each")
     args = p.parse_args()
     device = torch.device(args.device)
     res = 512 if args.size == "full" else 64
@@ -71,31 +73,34 @@ def main() -> None:
         edit = Control("ip2p", render, 1.0)
         four = [Branch(["a"] * b, [ctrl]), Branch([""] * b, [ctrl]), Branch(["e"] * b, [ctrl, edit]),
                 Branch([""] * b, [ctrl, edit])]
-        pass_time = {
-            "vae": timed(lambda: bb.encode(render), device, args.repeat),
-            "unet2": timed(lambda: bb.eps(z, t, [Branch(["a"] * b), Branch([""] * b)]), device, args.repeat),
-            "unet2+cn": timed(lambda: bb.eps(z, t, [Branch(["a"] * b, [ctrl]), Branch([""] * b, [ctrl])]),
-                              device, args.repeat),
-            "unet4+cn+ip2p": timed(lambda: bb.eps(z, t, four), device, args.repeat),
-        }
         # DreamFace's texture path: the UV latent (64x64 at full size) through a second 2-branch UNet call.
         tex = torch.randn(1, 4, res // 8, res // 8, device=device)
-        pass_time["unet2-texture"] = timed(
-            lambda: bb.eps(tex, t[:1], [Branch(["a"]), Branch([""])]), device, args.repeat)
+        pass_fns = {
+            "vae": lambda: bb.encode(render),
+            "unet2": lambda: bb.eps(z, t, [Branch(["a"] * b), Branch([""] * b)]),
+            "unet2+cn": lambda: bb.eps(z, t, [Branch(["a"] * b, [ctrl]), Branch([""] * b, [ctrl])]),
+            "unet4+cn+ip2p": lambda: bb.eps(z, t, four),
+            "unet2-texture": lambda: bb.eps(tex, t[:1], [Branch(["a"]), Branch([""])]),
+        }
         cases = [
-            ("sds", {"model": "sd"}, pass_time["vae"] + pass_time["unet2"]),
-            ("controlnet-sds", {"model": "sd", "controlnet": "cn"}, pass_time["vae"] + pass_time["unet2+cn"]),
+            ("sds", {"model": "sd"}, ["vae", "unet2"]),
+            ("controlnet-sds", {"model": "sd", "controlnet": "cn"}, ["vae", "unet2+cn"]),
             ("dual-path-sds", {"model": "sd", "texture_model": "sd", "mask_channel": False},
-             pass_time["vae"] + pass_time["unet2"] + pass_time["unet2-texture"]),
-            ("ssd", {"model": "sd", "controlnet": "cn"}, pass_time["vae"] + pass_time["unet2+cn"]),
+             ["vae", "unet2", "unet2-texture"]),
+            ("ssd", {"model": "sd", "controlnet": "cn"}, ["vae", "unet2+cn"]),
             ("iesd", {"model": "sd", "controlnet": "cn", "ip2p_controlnet": "ip2p", "edit_prompt": "make it old"},
-             pass_time["vae"] + pass_time["unet4+cn+ip2p"]),
+             ["vae", "unet4+cn+ip2p"]),
         ]
+        cases = [c for c in cases if not args.only or c[0] in args.only]
+        # Only the passes the selected guidance contain are timed (each is minutes on a CPU at full size).
+        needed = list(dict.fromkeys(p for _, _, ps in cases for p in ps))
+        pass_time = {k: timed(pass_fns[k], device, args.repeat) for k in needed}
         print(f"{args.size} SD architecture, random weights, {device}, {args.dtype}, batch {b}, render {res}px")
         print("model passes: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in pass_time.items()))
         print(f"{'guidance':16s} {'step ms':>9s} {'passes ms':>10s} {'ratio':>6s}")
         gen = torch.Generator().manual_seed(0)
-        for name, cfg, passes in cases:
+        for name, cfg, pass_names in cases:
+            passes = sum(pass_time[k] for k in pass_names)
             cls = lookup("guidance", name)
             extra_bb = {"texture_backbone": bb} if name == "dual-path-sds" else {}
             g = cls(parse(cls.Config, {"resolution": res, **cfg}), None, backbone=bb, **extra_bb)
