@@ -6,11 +6,16 @@ reference prompt (CFG 1). The gradient is ``w(t) (eps_w - eps_1)``: the sampled 
 appear. With the default view-independent reference and a view-independent prompt (or a
 view-dependent reference), ``eps_1`` is the conditional pass already computed, so a step costs
 what SDS with CFG costs: one UNet call on 2 branches and one ControlNet call.
+
+Editing (HeadArtist edits by text): with an edit prompt (the run's ``edit_prompt``, or the
+guidance's own), the prompt becomes ``edit_template`` filled with the prompt and the edit, and
+both the conditional branch and the reference use it; the branches say so (``subject`` = the
+original prompt, ``edit`` = the edit), so the demo prior's conditional data are the edited target.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -21,6 +26,7 @@ from guidance.base import GuidanceInput
 from guidance.controlnet_sds import ControlNetSDSConfig, LandmarkGuidance
 from guidance.distill import cfg_combine
 from headgen.config.schedule import value_at
+from headgen.errors import HeadgenError
 from headgen.registry import register
 
 
@@ -33,6 +39,15 @@ class SSDConfig(ControlNetSDSConfig):
     ablation: Literal["ssd", "sds"] = "ssd"
     """ssd: self score distillation; sds: SDS with CFG on the same model and controls (the paper's
     ablation). The loss key stays loss_ssd, so a recipe switches with this option alone."""
+    edit_prompt: str | None = None
+    """Editing: the edit text (null: the run's edit_prompt, if any; "" switches editing off)."""
+    edit_template: str = "{prompt}, {edit}"
+    """Editing: the guided prompt, from the original {prompt} and the {edit} text."""
+
+    def __post_init__(self) -> None:
+        missing = [k for k in ("{prompt}", "{edit}") if k not in self.edit_template]
+        if missing:
+            raise ValueError(f"edit_template must contain {' and '.join(missing)}, got {self.edit_template!r}")
 
     def unused_models(self) -> set[str]:
         return set() if self.use_controlnet else {"controlnet"}
@@ -47,17 +62,32 @@ class SSDGuidance(LandmarkGuidance):
     def uses_landmarks(self) -> bool:
         return self.cfg.use_controlnet
 
+    def edit(self, inp: GuidanceInput) -> str | None:
+        """The edit text of this run (None: not editing)."""
+        text = self.cfg.edit_prompt if self.cfg.edit_prompt is not None else inp.extra.get("edit_prompt")
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            raise HeadgenError(f"ssd: the edit prompt must be text, got {type(text).__name__}")
+        return text.strip() or None
+
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
         self.check_landmarks(inp)
         z = self.latents(inp)
         t, noise, z_t = self.noise_and_t(z, inp.step, generator)
         b = z.shape[0]
-        branches = self.cfg_branches(inp, z)
+        edit = self.edit(inp)
+        text = inp.prompt
+        if edit is not None:
+            text = self.cfg.edit_template.replace("{prompt}", inp.prompt).replace("{edit}", edit)
+        branches = self.cfg_branches(replace(inp, prompt=text), z)
         cond = branches[0]
-        reference = cond.texts if self.cfg.view_dependent_reference else [inp.prompt] * b
+        # What the texts describe, for priors that do not read text (the demo prior).
+        cond.subject, cond.edit = inp.prompt, edit
+        reference = cond.texts if self.cfg.view_dependent_reference else [text] * b
         extra_pass = self.cfg.ablation == "ssd" and reference != cond.texts
         if extra_pass:
-            branches.append(Branch(reference, list(cond.controls), subject=inp.prompt))
+            branches.append(Branch(reference, list(cond.controls), subject=inp.prompt, edit=edit))
         with torch.no_grad():
             eps = self.backbone.eps(z_t, t, branches, self.views(inp))
         eps_c, eps_u = eps[0], eps[1]

@@ -175,6 +175,11 @@ def _score(ctx: RunContext, stage: str) -> None:
     """Under the demo prior the target is known: record ground-truth scores after each stage."""
     world = ctx.state.get("demo_world")
     rep = ctx.state.get("representation")
+    if world is None and rep is not None and ctx.config.prior == "demo":
+        # A stage that builds no prior (e.g. an edit's `load`) is still scored: it is the edit's start.
+        from guidance.demo.world import DemoWorld
+
+        world = DemoWorld.for_run(ctx)
     if world is None or rep is None:
         return
     from guidance.demo.metrics import demo_scores

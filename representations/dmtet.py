@@ -16,7 +16,10 @@ shape touches the box.
 
 Modes: ``full`` trains SDF, offsets and colour; ``fix-geometry`` only the colour field (the mesh
 is then extracted once and reused); ``offsets-only`` keeps the SDF and trains offsets (+ colour),
-as HeadArtist's editing does.
+as HeadArtist's editing does. With ``match_previous`` a stage's DMTet takes the grid, box and
+network sizes of the previous stage's (only ``mode`` and ``export_texture_size`` are its own), so an
+editing recipe continues any run. Export (UV unwrap + baked albedo) is cached until the geometry,
+the colour field or the texture size changes, so the exporters of one stage share one unwrap.
 
 Initialisation (``init``), done on first use so a saved result is never refitted: ``sphere``
 (radius ``init_radius``), ``head`` (the signed distance of ``ctx.head``'s neutral mesh; with
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -176,6 +179,9 @@ class DMTet(Representation):
         """Which parameters train: all; colour only; offsets (+ colour) with the SDF fixed."""
         export_texture_size: int = 1024
         """Side of the albedo map baked by export_surface (the OBJ / preview exporters)."""
+        match_previous: bool = False
+        """Take the grid, box and network sizes from the previous stage's DMTet (everything but mode and
+        export_texture_size), so a recipe can continue a run whose sizes it does not know (editing)."""
 
     def __init__(self, cfg: Config, ctx: Any = None) -> None:
         super().__init__(cfg, ctx)
@@ -190,11 +196,23 @@ class DMTet(Representation):
                 f"representation.deformation_scale must be in [0, 1] grid cells, got {cfg.deformation_scale}"
             )
         self._ctx = ctx
-        grid = tet_grid(cfg.resolution)
-        nv = grid.num_vertices
         self.register_buffer("box_center", torch.tensor(cfg.center, dtype=torch.float32))
         self.register_buffer("box_half", torch.tensor(float(cfg.half_size)))
         self.register_buffer("initialized", torch.tensor(False))
+        self._build_fields()
+        self._cache: tuple[tuple, dict[str, Tensor]] | None = None
+        self._export_cache: tuple[tuple, tuple[Mesh, Tensor]] | None = None
+        self._apply_mode()
+
+    _FIELDS = ("sdf", "deform", "sdf_net", "deform_net", "color_net")
+
+    def _build_fields(self) -> None:
+        """(Re)create the SDF/offset parameters or networks and the colour field from ``self.cfg``."""
+        cfg = self.cfg
+        for name in self._FIELDS:
+            if hasattr(self, name):
+                delattr(self, name)
+        nv = tet_grid(cfg.resolution).num_vertices
         if cfg.geometry == "direct":
             self.sdf = nn.Parameter(torch.zeros(nv))
             self.deform = nn.Parameter(torch.zeros(nv, 3)) if cfg.deformation else None
@@ -206,8 +224,6 @@ class DMTet(Representation):
                 nn.init.zeros_(self.deform_net.mlp.net[-1].weight)
                 nn.init.zeros_(self.deform_net.mlp.net[-1].bias)
         self.color_net = HashField(cfg.color_encoding, 3, cfg.color_mlp_width, cfg.color_mlp_depth)
-        self._cache: tuple[tuple, dict[str, Tensor]] | None = None
-        self._apply_mode()
 
     # ------------------------------------------------------------------ parameters
     def _geometry_params(self, which: str) -> list[nn.Parameter]:
@@ -335,10 +351,18 @@ class DMTet(Representation):
 
     @torch.no_grad()
     def export_mesh(self, texture_size: int | None = None) -> tuple[Mesh, Tensor]:
-        """(mesh with xatlas UVs, baked albedo texture [h,w,3] in [0,1])."""
-        mesh = self.extract_mesh()
-        mesh = Mesh(mesh.v_pos.detach(), mesh.t_pos_idx)
-        return textured_mesh(mesh, self.albedo, texture_size or self.cfg.export_texture_size)
+        """(mesh with xatlas UVs, baked albedo texture [h,w,3] in [0,1]).
+
+        Unwrapping is the slow part (xatlas, single-threaded): the result is kept until the geometry,
+        the colour field or the size changes, so the exporters of one export stage share it."""
+        size = texture_size or self.cfg.export_texture_size
+        colour = tuple((id(p), p._version) for p in self.color_net.parameters())
+        key = (self._cache_key(), colour, size)
+        if self._export_cache is None or self._export_cache[0] != key:
+            mesh = self.extract_mesh()
+            mesh = Mesh(mesh.v_pos.detach(), mesh.t_pos_idx)
+            self._export_cache = (key, textured_mesh(mesh, self.albedo, size))
+        return self._export_cache[1]
 
     def export_surface(self) -> SurfaceGeometry:
         """What the exporters write: the UV-mapped mesh with its baked albedo map."""
@@ -493,6 +517,8 @@ class DMTet(Representation):
             super().load_from(previous)
             return
         previous.ensure_initialized()
+        if self.cfg.match_previous:
+            self._match(previous)
         same = previous.cfg.resolution == self.cfg.resolution and previous.cfg.geometry == self.cfg.geometry
         if same:
             try:
@@ -513,6 +539,17 @@ class DMTet(Representation):
         self._cache = None
         self._apply_mode()
 
+    def _match(self, previous: DMTet) -> None:
+        """Rebuild with the previous DMTet's settings, keeping this one's mode and export size."""
+        cfg = replace(previous.cfg, mode=self.cfg.mode, export_texture_size=self.cfg.export_texture_size,
+                      match_previous=True)
+        if cfg.mode == "offsets-only" and not cfg.deformation:
+            raise ConfigError("representation.mode: offsets-only needs deformation, but the previous DMTet has none")
+        if cfg != self.cfg:
+            self.cfg = cfg
+            self._build_fields()
+            self.to(previous.box_half.device)
+
     @torch.no_grad()
     def _resample_from(self, previous: DMTet) -> None:
         from headgen.geometry.sdf import SDFGrid
@@ -529,10 +566,12 @@ class DMTet(Representation):
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         self._cache = None
+        self._export_cache = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         self._cache = None
+        self._export_cache = None
         return super()._apply(fn, recurse)
 
     @torch.no_grad()

@@ -19,30 +19,35 @@ from headgen.cameras import Cameras
 from headgen.cli import main
 from headgen.config.compose import compose
 from headgen.config.typed import parse
+from headgen.errors import ConfigError
 from headgen.registry import lookup
 
 RECIPE = "methods/headartist.yaml"
 
-# Grid 32, 64 px renders guided at 128 px (16x16 latents), a small colour hash grid, tens of steps.
+# Grid 32, 64 px renders guided at 128 px (16x16 latents; the latent stage's [normal, opacity] at 16x16
+# too), a small colour hash grid, tens of steps. The texture stage's colour lr is lowered for the
+# short run (SSD's pull does not vanish at the target under the exact demo prior: it overshoots
+# after a peak, see test_texture_stage_raises_psnr).
 REDUCED = [
     "stages.init.representation.resolution=32",
-    "stages.init.representation.color_encoding.levels=16",
+    "stages.init.representation.color_encoding.levels=8",
     "stages.init.representation.color_encoding.log2_hashmap_size=14",
-    "stages.init.representation.color_encoding.max_resolution=512",
-    "stages.init.representation.export_texture_size=256",
-    "stages.geometry.steps=20", "stages.geometry.renderer.resolution=64", "stages.geometry.cameras.resolution=64",
+    "stages.init.representation.color_encoding.max_resolution=256",
+    "stages.init.representation.export_texture_size=128",
+    "stages.geometry-latent.steps=5", "stages.geometry-latent.guidance.latent_size=16",
+    "stages.geometry.steps=15", "stages.geometry.renderer.resolution=64", "stages.geometry.cameras.resolution=64",
     "stages.geometry.guidance.resolution=128",
-    "stages.texture.steps=40", "stages.texture.renderer.resolution=64", "stages.texture.cameras.resolution=64",
-    "stages.texture.guidance.resolution=128",
-    "stages.export.exporters.2.resolution=96", "stages.export.exporters.2.turntable_frames=3",
-    "stages.export.exporters.2.turntable_resolution=64",
+    "stages.texture.steps=24", "stages.texture.renderer.resolution=64", "stages.texture.cameras.resolution=64",
+    "stages.texture.guidance.resolution=128", "stages.texture.optimizer.groups.color=6.0e-3",
+    "stages.export.exporters.2.resolution=64", "stages.export.exporters.2.turntable_frames=2",
+    "stages.export.exporters.2.turntable_resolution=48",
 ]
 
 
-def run(out: Path, *overrides: str) -> Path:
+def run(out: Path, *overrides: str, recipe: str = RECIPE) -> Path:
     buf = io.StringIO()
     with redirect_stdout(buf):
-        code = main(["--config", RECIPE, "--output-dir", str(out), "prior=demo", *REDUCED, *overrides])
+        code = main(["--config", recipe, "--output-dir", str(out), "prior=demo", *REDUCED, *overrides])
     assert code == 0, buf.getvalue()[-3000:]
     return Path(buf.getvalue().strip().splitlines()[-1].removeprefix("Run directory: "))
 
@@ -59,8 +64,8 @@ def metrics(run: Path) -> dict[str, float]:
 def test_assets_and_summary(run_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["prior"] == "demo" and summary["finished"]
-    assert [s["name"] for s in summary["stages"]] == ["init", "geometry", "texture", "export"]
-    assert [s["steps"] for s in summary["stages"][:3]] == [0, 20, 40]
+    assert [s["name"] for s in summary["stages"]] == ["init", "geometry-latent", "geometry", "texture", "export"]
+    assert [s["steps"] for s in summary["stages"][:4]] == [0, 5, 15, 24]
     assert {"obj", "mtl", "diffuse_map", "glb", "preview", "turntable"} <= set(summary["assets"])
     mesh = trimesh.load(run_dir / "assets/head.obj", process=False)
     assert mesh.visual.uv is not None and len(mesh.faces) > 500
@@ -69,27 +74,33 @@ def test_assets_and_summary(run_dir):
     assert glb.materials[0].pbrMetallicRoughness.baseColorTexture is not None
     cfg = (run_dir / "config.yaml").read_text()
     assert "controlnet_face_sd21" in cfg and "sd21_base" in cfg and "worst quality" in cfg
+    assert "image_key: normal_opacity" in cfg and "latent_size: 16" in cfg
 
 
-def test_geometry_stage_lowers_geometry_error(run_dir):
+def test_geometry_stages_lower_geometry_error(run_dir):
     m = metrics(run_dir)
-    # Measured: 0.02201 -> 0.02111 (20 steps, grid 32); the head model's template starts close.
-    assert m["geometry/geometry_error"] < m["init/geometry_error"] - 2e-4, m
+    # Both geometry stages move the template-shaped DMTet toward the target's identity.
+    # Measured: init 0.02201 -> geometry-latent 0.02132 -> geometry 0.02102 (grid 32, 5 + 15 steps).
+    assert m["geometry-latent/geometry_error"] < m["init/geometry_error"], m
+    assert m["geometry/geometry_error"] < m["init/geometry_error"] - 4e-4, m
     assert m["geometry/silhouette_iou"] > 0.9, m
 
 
 def test_texture_stage_raises_psnr(run_dir):
     m = metrics(run_dir)
     # The texture stage leaves the geometry alone and moves the colour field's render toward the target.
-    # Measured: 16.74 -> 17.17 dB in 40 steps. WEAKER THAN THE ISSUE'S >= 5 dB: the DMTet keeps the head
-    # model's template shape (the target's identity differs) and SSD on the exact demo prior stops
-    # pulling once the unconditional posterior recognises the target; a higher colour lr diverges.
+    # Measured: 17.16 -> 20.06 dB (24 steps, lr 6e-3); SDS with CFG 100 (the ablation) 17.16 -> 20.08 dB;
+    # the best seen with SSD is 20.61 dB (40 steps at lr 3e-3), after which it declines.
+    # WEAKER THAN THE ISSUE'S +5 dB, for two reasons measured under the demo prior: an L2 fit to the
+    # target's own renders (the cap with this template-shaped grid-32 geometry) reaches only 22.3 dB,
+    # and SSD's gradient (w - 1)(eps_c - eps_u) follows the target's difference from the bank (a
+    # classifier direction), not the target: from a grey start it peaks and then overshoots.
     assert m["texture/geometry_error"] == m["geometry/geometry_error"]
-    assert m["texture/psnr"] > m["geometry/psnr"] + 0.2, m
+    assert m["texture/psnr"] > m["geometry/psnr"] + 1.5, m
 
 
 def test_sds_cfg100_ablation_without_negative_prompt_runs(tmp_path):
-    d = run(tmp_path, "stages.geometry.steps=0", "stages.texture.steps=5",
+    d = run(tmp_path, "stages.geometry-latent.steps=0", "stages.geometry.steps=0", "stages.texture.steps=4",
             "stages.texture.guidance.ablation=sds", "stages.texture.guidance.cfg=100", 'negative_prompt=""',
             "stages.export.exporters=[{type: obj}]")
     cfg = (d / "config.yaml").read_text()
@@ -98,39 +109,76 @@ def test_sds_cfg100_ablation_without_negative_prompt_runs(tmp_path):
     assert m["texture/psnr"] != m["init/psnr"]  # the colour field was trained
 
 
-# ---------------------------------------------------------------------------------------- cost
+# ---------------------------------------------------------------------------------------- guidance
 class _CountingBackbone(DiffusionBackbone):
-    """Records how many branches each eps call is asked for (a zero-noise stand-in model)."""
+    """Records each eps call's branches and latent shape (a zero-noise stand-in model)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.num_train_timesteps = 1000
         self.alphas_cumprod = torch.linspace(0.999, 0.01, 1000)
         self.branches: list[int] = []
+        self.seen: list[tuple[tuple[int, ...], list]] = []
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls["vae_encode"] += 1
         return images.permute(0, 3, 1, 2)[:, :1].repeat(1, 4, 1, 1)[..., ::8, ::8]
 
     def eps(self, z_t, t, branches, views=None):
         self.branches.append(len(branches))
+        self.seen.append((tuple(z_t.shape), branches))
         return [torch.zeros_like(z_t) for _ in branches]
+
+
+def _guidance(stage: str, backbone: DiffusionBackbone, **options):
+    node = compose(RECIPE, [f"stages.{stage}.guidance.resolution=64"])["stages"][stage]["guidance"]
+    node = {k: v for k, v in node.items() if k != "type"}
+    cls = lookup("guidance", "ssd")
+    return cls(parse(cls.Config, {**node, **options}), None, backbone=backbone)
+
+
+def _input(key: str, channels: int = 3, **kw) -> GuidanceInput:
+    cams = Cameras.from_spherical(torch.tensor([10.0, 5.0]), torch.tensor([0.0, 150.0]), torch.full((2,), 3.0),
+                                  torch.full((2,), 40.0), 64)
+    return GuidanceInput({key: torch.rand(2, 64, 64, channels)}, cams, ["front", "back"], "a bald man", 0,
+                         negative_prompt="cartoon", landmark_map=torch.zeros(2, 64, 64, 3), **kw)
+
+
+def test_geometry_latent_stage_guides_normal_opacity_as_a_64x64_latent():
+    bb = _CountingBackbone()
+    guidance = _guidance("geometry-latent", bb)
+    assert guidance.required_modes == ("normal_opacity",) and guidance.cfg.space == "latent"
+    out = guidance(_input("normal_opacity", 4), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss_ssd"])
+    assert bb.seen[0][0] == (2, 4, 64, 64) and bb.calls["vae_encode"] == 0  # resized, no VAE
+    later = _CountingBackbone()
+    _guidance("geometry", later)(_input("normal"), torch.Generator().manual_seed(0))
+    assert later.calls["vae_encode"] == 1  # then the VAE-encoded normal map
+
+
+def test_edit_prompt_makes_the_conditional_branch_the_edited_head():
+    bb = _CountingBackbone()
+    guidance = _guidance("texture", bb)
+    guidance(_input("rgb", extra={"edit_prompt": "with dark skin"}), torch.Generator().manual_seed(0))
+    cond, uncond = bb.seen[0][1]
+    assert cond.texts == ["a bald man, with dark skin"] * 2
+    assert (cond.subject, cond.edit) == ("a bald man", "with dark skin")  # what the demo prior reads
+    assert uncond.subject is None and uncond.texts == ["cartoon"] * 2
+    plain = _CountingBackbone()
+    _guidance("texture", plain, edit_prompt="")(_input("rgb", extra={"edit_prompt": "old"}),
+                                                torch.Generator().manual_seed(0))
+    assert plain.seen[0][1][0].texts == ["a bald man"] * 2 and plain.seen[0][1][0].edit is None
+    with pytest.raises(ConfigError, match="edit_template must contain {edit}"):
+        _guidance("texture", plain, edit_template="{prompt} edited")
 
 
 @pytest.mark.parametrize("stage", ["geometry", "texture"])
 def test_ssd_costs_what_sds_with_cfg_costs(stage):
-    node = compose(RECIPE, [f"stages.{stage}.guidance.resolution=64"])["stages"][stage]["guidance"]
-    node = {k: v for k, v in node.items() if k != "type"}
-    cls = lookup("guidance", "ssd")
     counts = {}
     for ablation in ("ssd", "sds"):
         bb = _CountingBackbone()
-        guidance = cls(parse(cls.Config, {**node, "ablation": ablation}), None, backbone=bb)
-        cams = Cameras.from_spherical(torch.tensor([10.0, 5.0]), torch.tensor([0.0, 150.0]), torch.full((2,), 3.0),
-                                      torch.full((2,), 40.0), 64)
-        render = {guidance.cfg.image_key: torch.rand(2, 64, 64, 3)}
-        inp = GuidanceInput(render, cams, ["front", "back"], "a bald man", 0, negative_prompt="cartoon",
-                            landmark_map=torch.zeros(2, 64, 64, 3))
-        out = guidance(inp, torch.Generator().manual_seed(0))
+        guidance = _guidance(stage, bb, ablation=ablation)
+        out = guidance(_input(guidance.cfg.image_key), torch.Generator().manual_seed(0))
         assert torch.isfinite(out["loss_ssd"])
         counts[ablation] = bb.branches
     assert counts["ssd"] == counts["sds"] == [2], counts

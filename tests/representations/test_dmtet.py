@@ -180,6 +180,49 @@ def test_export_mesh():
     assert is_watertight(mesh.t_pos_idx)
 
 
+def test_export_mesh_unwraps_once_until_the_head_changes(monkeypatch):
+    import representations.dmtet as dmtet_module
+
+    calls = []
+    real = dmtet_module.textured_mesh
+    monkeypatch.setattr(dmtet_module, "textured_mesh", lambda *a, **k: calls.append(1) or real(*a, **k))
+    dm = sphere_dmtet(resolution=10)
+    first = dm.export_surface()
+    assert dm.export_surface().mesh is first.mesh and len(calls) == 1  # obj, glb, preview share one
+    dm.export_mesh(texture_size=32)
+    assert len(calls) == 2  # another texture size
+    with torch.no_grad():
+        next(dm.color_net.parameters()).add_(0.5)
+    colour = dm.export_surface()
+    assert len(calls) == 3 and not torch.equal(colour.albedo_map, first.albedo_map)
+    with torch.no_grad():
+        dm.deform.normal_(0, 0.3)
+    moved = dm.export_surface()
+    assert len(calls) == 4 and not torch.equal(moved.mesh.v_pos, first.mesh.v_pos)
+    dm.load_state_dict(dm.state_dict())
+    dm.export_surface()
+    assert len(calls) == 5
+
+
+def test_match_previous_takes_the_previous_sizes_and_keeps_its_mode():
+    source = sphere_dmtet(resolution=10)
+    with torch.no_grad():
+        source.deform.normal_(0, 0.3)
+    before = source.extract_mesh().v_pos.detach().clone()
+    edit = make(resolution=24, init="none", match_previous=True, mode="offsets-only",
+                color_encoding={**SMALL_HASH, "levels": 2}, export_texture_size=64)
+    edit.load_from(source)
+    assert edit.cfg.resolution == 10 and edit.cfg.color_encoding == source.cfg.color_encoding
+    assert edit.cfg.mode == "offsets-only" and edit.cfg.export_texture_size == 64
+    torch.testing.assert_close(edit.extract_mesh().v_pos, before)  # the same surface, not resampled
+    assert set(edit.param_groups()) == {"deformation", "color"}
+    assert not edit.sdf.requires_grad and edit.deform.requires_grad
+    assert edit.sdf.data_ptr() != source.sdf.data_ptr()  # a copy: training it leaves the source alone
+    no_offsets = make(resolution=10, deformation=False, init="sphere")
+    with pytest.raises(ConfigError, match="offsets-only needs deformation"):
+        make(resolution=10, match_previous=True, mode="offsets-only").load_from(no_offsets)
+
+
 def test_saved_result_reloads_without_refitting(tmp_path, monkeypatch):
     dm = sphere_dmtet(resolution=12)
     with torch.no_grad():
