@@ -13,7 +13,12 @@ Density priors (added before the activation, so the networks learn a residual):
   ``-strength`` with the distance outside, so the head is opaque and its surroundings empty from
   step 0. ``prior_width`` is the transition width (HeadSculpt's beta = 1e-3 is a near step; the
   default 0.01 is a little smoother so the density gradient, hence the normals, stays informative;
-  the opaque region then sits about half a width inside the mesh). The SDF is
+  the opaque region then sits about half a width inside the mesh). It is a length in world units:
+  keep it near the spacing of the renderer's samples along a ray, or the samples straddle the
+  transition and neither the surface nor its normals can move. ``prior_align_threshold`` shifts
+  the transition outward by ``prior_width * atanh(act^-1(mesh_threshold) / prior_strength)`` so that
+  the ``mesh_threshold`` surface (the one export and conversion read) is the head mesh's surface
+  however wide the transition. The SDF is
   sampled once on a ``prior_resolution^3`` grid (a buffer, saved with the result) and read back
   trilinearly, differentiably twice, since normals are the density's gradient.
 
@@ -24,6 +29,7 @@ The volume renderer draws this object directly (``render_input()`` is ``self``);
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,6 +87,9 @@ class NeRF(Representation):
         """Blob radius (density_prior: sphere)."""
         prior_width: float = 0.01
         """SDF transition width of the head prior (world units)."""
+        prior_align_threshold: bool = False
+        """Shift the head prior's transition outward so the head mesh's surface sits at density
+        mesh_threshold (false: density act(0) there, the threshold surface about half a width inside)."""
         prior_resolution: int = 96
         """Resolution of the grid the head SDF is sampled on."""
         color_encoding: HashGridConfig = field(default_factory=_color_encoding)
@@ -113,6 +122,7 @@ class NeRF(Representation):
         self.color_net = HashField(
             cfg.color_encoding, cfg.color_channels, cfg.color_mlp_width, cfg.color_mlp_depth
         )
+        self.prior_shift = self._prior_shift() if cfg.density_prior == "head" else 0.0
         self.register_buffer("initialized", torch.tensor(cfg.density_prior != "head"))
         self.prior_sdf: SDFGrid | None = None
         if cfg.density_prior == "head":
@@ -121,6 +131,23 @@ class NeRF(Representation):
             n = cfg.prior_resolution
             self.prior_sdf = SDFGrid(torch.zeros(n, n, n), (0.0, 0.0, 0.0), cfg.bound)
         self._ready = False
+
+    def _prior_shift(self) -> float:
+        """How far outside the head mesh the prior crosses zero (0 unless prior_align_threshold)."""
+        cfg = self.cfg
+        if not cfg.prior_align_threshold:
+            return 0.0
+        t = cfg.mesh_threshold
+        if t <= 0:
+            raise ConfigError(f"representation.mesh_threshold must be > 0, got {t}")
+        # act^-1(t): the pre-activation value at which the density equals the threshold.
+        raw = t + math.log(-math.expm1(-t)) if cfg.density_activation == "softplus" else math.log(t)
+        if abs(raw) >= cfg.prior_strength:
+            raise ConfigError(
+                f"representation.prior_align_threshold: the prior (+-{cfg.prior_strength}) never reaches density "
+                f"mesh_threshold {t} (pre-activation {raw:.3g}); raise prior_strength or lower mesh_threshold"
+            )
+        return cfg.prior_width * math.atanh(raw / cfg.prior_strength)
 
     # ------------------------------------------------------------------ groups
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -142,7 +169,7 @@ class NeRF(Representation):
             # Exact distances are needed where tanh(-sdf / width) is not saturated and within a
             # grid cell or two of the surface; beyond, the (over-)estimate only deepens saturation.
             cell = 2 * self.cfg.bound / (self.cfg.prior_resolution - 1)
-            band = max(3 * self.cfg.prior_width, 2 * cell)
+            band = max(3 * self.cfg.prior_width + abs(self.prior_shift), 2 * cell)
             grid = SDFGrid.from_mesh(v, f, self.cfg.prior_resolution, half_size=self.cfg.bound, band=band)
             with torch.no_grad():
                 self.prior_sdf.values.copy_(grid.values)
@@ -157,7 +184,7 @@ class NeRF(Representation):
         if cfg.density_prior == "head":
             self.ensure_initialized()
             assert self.prior_sdf is not None
-            return cfg.prior_strength * torch.tanh(-self.prior_sdf(x) / cfg.prior_width)
+            return cfg.prior_strength * torch.tanh((self.prior_shift - self.prior_sdf(x)) / cfg.prior_width)
         return x.new_zeros(x.shape[0])
 
     # ------------------------------------------------------------------ field protocol
@@ -247,6 +274,25 @@ class NeRF(Representation):
         mesh, texture = self.export_mesh()
         return SurfaceGeometry(mesh=mesh, albedo_map=texture)
 
+    @torch.no_grad()
+    def metrics(self, ctx: Any) -> dict[str, float]:
+        """Under the demo prior, the ground-truth scores of the surface this NeRF hands on.
+
+        The pipeline scores representations that render as surfaces; a NeRF is scored here through
+        its ``mesh_threshold`` surface (extracted at ``export_resolution``, coloured by the colour
+        field), which is the surface export and the nerf-to-dmtet conversion use."""
+        world = getattr(ctx, "state", {}).get("demo_world") if ctx is not None else None
+        if world is None or self.cfg.color_channels != 3:
+            return {}
+        from guidance.demo.metrics import demo_scores
+
+        try:
+            mesh = self.extract_mesh(self.cfg.export_resolution)
+        except HeadgenError:  # an empty field is a score (nothing of the target covered), not a crash here
+            return {"silhouette_iou": 0.0}
+        scores = demo_scores(_SurfaceView(SurfaceGeometry(mesh=mesh, albedo_fn=self.color)), world)
+        return {k: round(v, 5) for k, v in scores.items()}
+
     def load_from(self, previous: Representation) -> None:
         """Same type: copy every tensor (network sizes and the prior must match)."""
         try:
@@ -260,6 +306,16 @@ class NeRF(Representation):
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         self._ready = False
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class _SurfaceView:
+    """Presents a fixed surface through the representation protocol (for the demo scores)."""
+
+    def __init__(self, surface: SurfaceGeometry) -> None:
+        self.surface = surface
+
+    def render_input(self) -> SurfaceGeometry:
+        return self.surface
 
 
 __all__ = ["NeRF"]

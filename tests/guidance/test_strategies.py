@@ -16,6 +16,7 @@ from guidance.ssd import SSDGuidance
 from guidance.timesteps import sample_timesteps, sds_weight
 from headgen.cameras import Cameras
 from headgen.config import parse
+from headgen.config.recipe import ModelSpec
 from headgen.errors import HeadgenError
 from headgen.models.random_init import build_unet
 
@@ -24,6 +25,16 @@ NEG = "blurry"
 EDIT = "make it old"
 BASE = {"model": "tiny", "space": "latent", "image_key": "latent", "negative_prompt": NEG}
 VIEW_INDEPENDENT = {"view_dependent": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models, many small ops: on a shared 2-core machine extra intra-op threads mostly spin
+    # (measured: this file 52 s with torch's default threads, 7 s with one).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make(cls, backbone, **options):
@@ -121,6 +132,84 @@ def test_controlnet_sds_back_view_skips_controlnet_and_matches_closed_form(tiny_
     eps_u = manual_eps(bb, z_t, t, [NEG] * 3, control)
     expected = weight(bb, t) * (eps_u + 7.5 * (eps_c - eps_u) - noise) / 3
     assert torch.allclose(z.grad.permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)
+
+
+HEADSCULPT = {"coarse": ("methods/headsculpt.yaml", "coarse"), "fine": ("methods/headsculpt.yaml", "fine"),
+              "edit": ("methods/headsculpt-edit.yaml", "edit")}
+
+
+@pytest.mark.parametrize("which", list(HEADSCULPT))
+def test_headsculpt_recipe_back_views_use_the_plain_unet(which, tiny_models, tiny_ip2p_dir, tmp_path):
+    """The recipes' own guidance, cameras' view labels and landmark rule on tiny models: back views get an
+    empty landmark map, skip the landmark ControlNet and are guided by the plain UNet with the back-view
+    template and its learned token; the other views go through the ControlNet."""
+    from safetensors.torch import save_file
+
+    from guidance.factory import load_pretrained
+    from guidance.prompts import PromptConfig
+    from headgen.camera_sampling import view_labels
+    from headgen.config.compose import compose
+    from headgen.registry import build, lookup
+    from headgen.render.landmarks import render_landmark_map
+
+    recipe, stage_name = HEADSCULPT[which]
+    stage = compose(recipe, ["source=/unused"] if which == "edit" else [])["stages"][stage_name]
+    node = {k: v for k, v in stage["guidance"].items() if k != "type"}
+    cls = lookup("guidance", stage["guidance"]["type"])
+    assert cls in (ControlNetSDSGuidance, IESDGuidance) and stage["landmark_back_view"] == "none"
+    token_file = tmp_path / "back-view.safetensors"
+    save_file({"<back-view>": torch.randn(1, 16, generator=gen(0))}, str(token_file))
+    prompt = parse(PromptConfig, {**node["prompt"], "token_file": str(token_file), "cache_dir": None})
+    models = {**tiny_models, "tiny_ip2p": ModelSpec(hub_id="example/tiny-ip2p", local_dir=str(tiny_ip2p_dir),
+                                                    kind="controlnet")}
+    roles = {"landmarks": "tiny_cn", **({"ip2p": "tiny_ip2p"} if cls is IESDGuidance else {})}
+    bb = load_pretrained(models, "tiny", roles, prompt, "cpu")
+    overrides = {"model": "tiny", "controlnet": "tiny_cn", "ip2p_controlnet": "tiny_ip2p", "resolution": 64,
+                 "negative_prompt": NEG, "prompt": {**node["prompt"], "token_file": str(token_file)}}
+    guidance = cls(parse(cls.Config, {**node, **{k: v for k, v in overrides.items() if k in
+                                                 cls.Config.__dataclass_fields__}}), None, backbone=bb)
+
+    az = torch.tensor([0.0, 60.0, 120.0, 170.0])
+    cams = Cameras.from_spherical(torch.full((4,), 10.0), az, torch.full((4,), 3.0), torch.full((4,), 40.0), 64)
+    cam_cfg = stage["cameras"]
+    labels = view_labels(cams, front_threshold=cam_cfg["front_threshold"], back_threshold=cam_cfg["back_threshold"])
+    assert labels == ["front", "side", "side", "back"]
+    head = build("head", {"type": "builtin"}).load()
+    lm = render_landmark_map(head.landmarks_mediapipe(), cams, back_view=stage["landmark_back_view"])
+    drawn = lm.flatten(1).amax(1) > 0
+    assert drawn.tolist() == [True, True, False, False]  # |azimuth| > 90: HeadSculpt's empty map
+    assert back_views(GuidanceInput({}, cams, labels, PROMPT, 0), 4, guidance.cfg.back_threshold).tolist() == [
+        False, False, True, True]
+
+    net_batches = batch_sizes(bb.controlnets["landmarks"])
+    seen = []
+    eps_fn = bb.eps
+    bb.eps = lambda z_t, t, branches, views=None: seen.append((z_t, t, branches, eps_fn(z_t, t, branches, views))) \
+        or seen[-1][-1]
+    extra = {"edit_prompt": EDIT} if cls is IESDGuidance else {}
+    inp = GuidanceInput({"rgb": torch.rand(4, 64, 64, 3, generator=gen(1))}, cams, labels, PROMPT, 0,
+                        negative_prompt=NEG, landmark_map=lm, extra=extra,
+                        source_render=torch.rand(4, 64, 64, 3, generator=gen(2)) if extra else None)
+    out = guidance(inp, gen(3))
+    assert torch.isfinite(next(v for k, v in out.items() if k.startswith("loss_")))
+    branches = len(seen[0][2])
+    assert bb.calls["unet"] == 1 and bb.calls["controlnet:landmarks"] == 1
+    assert net_batches == [2 * branches]  # the front and side samples of every branch, never a back view
+    z_t, t, branch_list, eps = seen[0]
+    cond = branch_list[0]
+    back_text = f"{PROMPT}, back view of head, <back-view>, without eyes, without faces"
+    assert cond.texts == [f"{PROMPT}, front view of head", f"{PROMPT}, side view of head",
+                          f"{PROMPT}, side view of head", back_text]
+    assert cond.controls[0].active.tolist() == [True, True, False, False]
+    plain = manual_eps(bb, z_t, t, cond.texts)
+    torch.testing.assert_close(eps[0][2:], plain[2:], rtol=1e-4, atol=1e-5)  # plain UNet for |azimuth| > 90
+    assert not torch.allclose(eps[0][:2], plain[:2], atol=1e-3)  # ControlNet for the others
+    # The back view's text holds the learned token (one id, the saved vector), not the characters of "<back-view>".
+    tok, encoder = bb.text.tokenizer, bb.text.text_encoder
+    token_id = tok.convert_tokens_to_ids("<back-view>")
+    assert token_id in tok(back_text).input_ids
+    torch.testing.assert_close(encoder.get_input_embeddings().weight[token_id].detach(),
+                               torch.randn(1, 16, generator=gen(0))[0])
 
 
 def test_back_views_from_labels_and_azimuth():

@@ -19,6 +19,15 @@ SMALL_HASH = {"levels": 6, "log2_hashmap_size": 12, "base_resolution": 4, "max_r
 RES = 64
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models, many small ops: on a shared 2-core machine extra intra-op threads mostly spin
+    # (measured: test_strategies.py 52 s with torch's default threads, 7 s with one).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 def make(ctx=None, **kw) -> NeRF:
     node = {"density_encoding": SMALL_HASH, "color_encoding": SMALL_HASH, "prior_resolution": 64, **kw}
@@ -199,3 +208,45 @@ def test_density_sdf_mode_and_export():
     assert mesh.has_uv and tex.shape == (32, 32, 3)
     with pytest.raises(HeadgenError, match="lower the threshold"):
         nerf.extract_mesh(resolution=8, threshold=1e6)
+
+
+def test_prior_aligned_to_the_threshold_surface(head):
+    """prior_align_threshold shifts the transition so the head mesh's surface is the mesh_threshold surface
+    (without it the prior is 0 there: density act(0))."""
+    import math
+
+    ctx = SimpleNamespace(head=head)
+    v = torch.as_tensor(head.v_template).float()
+    faces = torch.as_tensor(head.faces)
+    n = Mesh(v, faces).vertex_normals()
+    idx = torch.arange(0, len(v), 53)
+    raw = 5.0 + math.log(-math.expm1(-5.0))  # softplus^-1(5)
+    aligned = make(ctx, density_prior="head", prior_width=0.05, prior_align_threshold=True)
+    with torch.no_grad():
+        on_surface = aligned.prior(v[idx])
+        assert (on_surface - raw).abs().median() < 0.3, on_surface
+        # The transition is shifted outward by width * atanh(raw / strength) = 0.05 * 0.547.
+        assert abs(aligned.prior_shift - 0.05 * math.atanh(raw / 10.0)) < 1e-9
+        out = v[idx] + 0.2 * n[idx]
+        assert (aligned.prior(out) < -9.0).float().mean() > 0.9  # still empty away from the head
+    mesh = aligned.extract_mesh(resolution=48)
+    assert (mesh.v_pos.norm(dim=-1).max() - v.norm(dim=-1).max()).abs() < 0.05
+    with pytest.raises(ConfigError, match="never reaches density mesh_threshold"):
+        make(ctx, density_prior="head", prior_strength=4.0, prior_align_threshold=True)
+
+
+def test_demo_metrics_score_the_threshold_surface(head):
+    """Under the demo prior a NeRF reports the ground-truth scores of its threshold surface; otherwise none."""
+    from guidance.demo.world import DemoSettings, DemoWorld
+
+    nerf = make(SimpleNamespace(head=head), density_prior="head", prior_width=0.03, prior_align_threshold=True,
+                export_resolution=40)
+    assert nerf.metrics(None) == {} and nerf.metrics(SimpleNamespace(state={})) == {}
+    world = DemoWorld(head, "a bald man", settings=DemoSettings(bank_size=0))
+    scores = nerf.metrics(SimpleNamespace(state={"demo_world": world}))
+    assert set(scores) == {"psnr", "silhouette_iou", "geometry_error"}
+    # The head prior is the head model's template; the target is another identity of the same model.
+    assert 0.9 < scores["silhouette_iou"] < 1.0 and scores["geometry_error"] < 0.03
+    assert 8.0 < scores["psnr"] < 30.0
+    empty = make(SimpleNamespace(head=head), density_prior="none", density_bias=-20.0, export_resolution=16)
+    assert empty.metrics(SimpleNamespace(state={"demo_world": world})) == {"silhouette_iou": 0.0}
