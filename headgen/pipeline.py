@@ -182,7 +182,7 @@ def _score(ctx: RunContext, stage: str) -> None:
         world = DemoWorld.for_run(ctx)
     if world is None or rep is None:
         return
-    from guidance.demo.metrics import demo_scores
+    from guidance.demo.metrics import demo_scores, edit_region_scores
 
     for key, value in demo_scores(rep, world).items():
         ctx.metrics[f"{stage}/{key}"] = round(value, 5)
@@ -199,6 +199,9 @@ def _score(ctx: RunContext, stage: str) -> None:
     if ctx.config.edit_prompt:  # editing: also score against the edited target
         edited = world.target_for(ctx.config.prompt, ctx.config.edit_prompt)
         for key, value in demo_scores(rep, world, target=edited).items():
+            ctx.metrics[f"{stage}/edit_{key}"] = round(value, 5)
+        source = world.target_for(ctx.config.prompt)
+        for key, value in edit_region_scores(rep, world, source, edited).items():
             ctx.metrics[f"{stage}/edit_{key}"] = round(value, 5)
 
 

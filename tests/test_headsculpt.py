@@ -192,3 +192,10 @@ def test_edit_changes_the_edited_region_and_keeps_the_rest(run_dir, edits):
     kept_before = psnr(before[kept], source[kept])
     for s in (0.0, 0.5, 1.0):
         assert psnr(after[s][kept], source[kept]) > kept_before - 0.5, s
+    # summary.json carries the same region scores (edit_kept_psnr / edit_changed_psnr), the load stage
+    # included: the edit's starting point.
+    for i, s in enumerate((0.0, 0.5, 1.0)):
+        m = metrics(edits[s])
+        assert m["edit/edit_changed_psnr"] == pytest.approx(to_edit[i], abs=0.01), m
+        assert m["edit/edit_kept_psnr"] == pytest.approx(psnr(after[s][kept], source[kept]), abs=0.01), m
+        assert m["source/edit_kept_psnr"] == pytest.approx(kept_before, abs=0.01), m

@@ -8,7 +8,9 @@
 * ``identity_distance``: ||beta - beta_target|| when the result has identity coefficients.
 
 :func:`random_candidate_scores` gives the baseline a selection is judged against: the mean
-identity distance and geometry error of candidates drawn at random.
+identity distance and geometry error of candidates drawn at random. :func:`edit_region_scores`
+splits an edit's effect by region: PSNR against the source target where the edit leaves the target
+unchanged (``kept_psnr``) and against the edited target where it changes it (``changed_psnr``).
 """
 
 from __future__ import annotations
@@ -87,3 +89,28 @@ def random_candidate_scores(world: DemoWorld, betas: Tensor) -> dict[str, float]
         "identity_distance": float((betas[:, :k] - target.beta[:k]).norm(dim=1).mean()),
         "geometry_error": float(sum(errors) / len(errors)),
     }
+
+
+@torch.no_grad()
+def edit_region_scores(representation: Any, world: DemoWorld, source: Any, edited: Any,
+                       size: int = 128) -> dict[str, float]:
+    """``kept_psnr`` (vs ``source`` where the two targets' renders differ by < 0.05, background
+    excluded) and ``changed_psnr`` (vs ``edited`` where they differ by > 0.1), same views as
+    :func:`demo_scores`. Empty when the result has no colour or a region is empty."""
+    render_input = representation.render_input()
+    if not isinstance(render_input, SurfaceGeometry) or (
+            render_input.albedo_map is None and render_input.albedo_fn is None and render_input.v_color is None):
+        return {}
+    device = world.device
+    cams = eval_cameras(size, device)
+    light = camera_lights(cams, 1)[0]
+    r = MeshRenderer(MeshRenderer.Config(resolution=size, background="white"))
+    src = r.render(source.surface(world.head, device), cams, light, modes=("rgb",))["rgb"]
+    edt = r.render(edited.surface(world.head, device), cams, light, modes=("rgb",))["rgb"]
+    out = r.render(render_input.to(device), cams, light, modes=("rgb",))["rgb"]
+    diff = (src - edt).abs().amax(-1)
+    kept = (diff < 0.05) & (src < 0.99).any(-1)
+    changed = diff > 0.1
+    if not kept.any() or not changed.any():
+        return {}
+    return {"kept_psnr": psnr(out[kept], src[kept]), "changed_psnr": psnr(out[changed], edt[changed])}
