@@ -90,7 +90,9 @@ class SamplerConfig:
     batch_size: int = 1
     """Views per step."""
     resolution: int = 64
-    """Image height = width in pixels."""
+    """Pixel size stored on the sampled cameras. In an optimize stage the renderer's `resolution`
+    decides the image size (landmark maps follow the render), so this value does not change a
+    stage's images; it matters only where cameras are used without a renderer."""
     light: LightMode = "headlight"
     """headlight: light from the camera; front-hemisphere: random direction within light_max_angle of
     the camera direction (DreamFace); fixed: light_direction in world space."""
