@@ -1,6 +1,6 @@
 """Guidance plugins: score distillation strategies on a shared diffusion backbone."""
 
-from guidance import clip_select, controlnet_sds, dual_path_sds, iesd, sds, ssd  # noqa: F401  (registers them)
+from guidance import clip_select, controlnet_sds, dual_path_sds, iesd, sample_refine, sds, ssd  # noqa: F401  (registers them)
 from guidance.base import Guidance, GuidanceInput
 from guidance.demo import selection  # noqa: F401
 

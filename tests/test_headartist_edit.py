@@ -32,7 +32,7 @@ SOURCE = [
     "stages.geometry.renderer.resolution=64", "stages.geometry.cameras.resolution=64",
     "stages.texture.steps=12", "stages.texture.renderer.resolution=64", "stages.texture.cameras.resolution=64",
     "stages.texture.guidance.resolution=128", "stages.texture.optimizer.groups.color=6.0e-3",
-    "stages.export.exporters=[{type: obj}]",
+    "stages.refine.steps=0", "stages.export.exporters=[{type: obj}]",
 ]
 # The edit recipe at the same render sizes, a few steps per stage.
 EDIT_REDUCED = [
@@ -77,7 +77,7 @@ def test_source_untouched_and_edit_is_a_new_run(runs):
     summary = json.loads((edit / "summary.json").read_text())
     assert summary["finished"] and summary["prompt"] == "a portrait of an old sailor with a grey beard"
     assert [s["name"] for s in summary["stages"]] == ["source", "geometry", "texture", "export"]
-    assert summary["metrics"]["source/source_stage"] == "texture"
+    assert summary["metrics"]["source/source_stage"] == "refine"  # the source's last optimised stage
     assert (edit / "assets" / "head.obj").is_file()
     cfg = (edit / "config.yaml").read_text()
     assert f"edit_prompt: {EDIT}" in cfg and "mode: offsets-only" in cfg
