@@ -6,8 +6,9 @@ landmark ControlNet, in ``sample_steps`` steps over the whole schedule (fewer wh
 only the scheduler's timesteps at or below t are run). The decoded sample is a fixed target
 image for this step and ``loss_refine`` is an image distance from the render to it: per-pixel l2
 (HiFA's image-space loss) or LPIPS-VGG (the perceptual loss of the paper), see
-:mod:`guidance.perceptual`. A step costs ``ceil(sample_steps * t)`` batched UNet (+ ControlNet)
-calls, one VAE encode and one decode; no gradient flows through the diffusion model or the VAE.
+:mod:`guidance.perceptual`. A step costs about ``sample_steps * t + 1`` batched UNet (+ ControlNet)
+calls (the DDIM timesteps at or below t), one VAE encode and one decode; no gradient flows through
+the diffusion model or the VAE.
 """
 
 from __future__ import annotations

@@ -200,7 +200,8 @@ def test_prompt_sets_and_config_errors(tmp_path):
 
 def test_smoke_config_is_valid():
     cfg = load_bench_config(REPO / "configs/bench/smoke.yaml")
-    assert set(cfg.methods) == {"dreamface", "builtin-head"} and len(cfg.prompts) == 3 and cfg.seeds == [0, 1]
+    assert set(cfg.methods) == {"dreamface", "headsculpt", "headartist", "builtin-head"}
+    assert len(cfg.prompts) == 3 and cfg.seeds == [0, 1]
     from headgen.config.compose import compose
     from headgen.config.recipe import validate
 
