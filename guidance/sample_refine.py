@@ -24,7 +24,7 @@ from guidance.controlnet_sds import ControlNetSDSConfig, LandmarkGuidance
 from guidance.perceptual import ImageLoss, ImageLossConfig
 from guidance.sampling import ddim_scheduler, sdedit_sample
 from guidance.timesteps import TimestepConfig, sample_timesteps
-from headgen.config.schedule import value_at
+from headgen.config.schedule import Scalar, value_at
 from headgen.registry import register
 
 
@@ -34,10 +34,11 @@ def _refine_timesteps() -> TimestepConfig:
 
 @dataclass(kw_only=True)
 class SampleRefineConfig(ControlNetSDSConfig):
-    cfg: float = 7.5
+    cfg: Scalar = 7.5
     """CFG scale of the sample (diffusers convention)."""
     timesteps: TimestepConfig = field(default_factory=_refine_timesteps)
-    """SDEdit strength: the sample starts from the render noised to t ~ U(t_range) (one t per batch)."""
+    """SDEdit strength: the sample starts from the render noised to t ~ U(t_range) (one t per batch);
+    weighting is not used."""
     sample_steps: int = 20
     """DDIM steps over the whole schedule (a sample from t runs about sample_steps * t of them)."""
     use_controlnet: bool = True
@@ -48,6 +49,13 @@ class SampleRefineConfig(ControlNetSDSConfig):
     def __post_init__(self) -> None:
         if self.sample_steps < 1:
             raise ValueError(f"sample_steps must be >= 1, got {self.sample_steps}")
+        # The sample is decoded to an image and compared with the render: there is no latent-space
+        # variant, and no SDS gradient to clip or weight.
+        if self.space != "rgb":
+            raise ValueError("sample-refine works on images: space must be rgb (the render is VAE-encoded)")
+        if self.grad_clip is not None:
+            raise ValueError("sample-refine has no SDS gradient to clip: leave grad_clip null "
+                             "(clip the optimiser's gradient norm with optimizer.grad_clip)")
 
     def unused_models(self) -> set[str]:
         return set() if self.use_controlnet else {"controlnet"}

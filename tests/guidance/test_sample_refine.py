@@ -123,6 +123,10 @@ def test_refine_on_tiny_sd_with_landmark_controlnet(tiny_backbone):
 def test_refine_config_errors():
     with pytest.raises(ConfigError, match="sample_steps must be >= 1"):
         parse(SampleRefineGuidance.Config, {"sample_steps": 0})
+    with pytest.raises(ConfigError, match="space must be rgb"):
+        parse(SampleRefineGuidance.Config, {"space": "latent"})
+    with pytest.raises(ConfigError, match="no SDS gradient to clip"):
+        parse(SampleRefineGuidance.Config, {"grad_clip": 1.0})
     with pytest.raises(ConfigError, match="kind: lpips needs vgg"):
         parse(SampleRefineGuidance.Config, {"loss": {"kind": "lpips"}})
 
