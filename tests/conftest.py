@@ -16,6 +16,15 @@ if str(PLUGINS) not in sys.path:
 from testpaths import REPO  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _seeded_torch():
+    """Every test starts from the same global torch seed, so a test that draws without its own
+    generator is reproducible (and its outcome does not depend on which tests ran before it)."""
+    import torch
+
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def toy_plugin():
     """Register the toy parts (idempotent)."""
