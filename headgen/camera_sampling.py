@@ -92,7 +92,8 @@ class SamplerConfig:
     resolution: int = 64
     """Pixel size stored on the sampled cameras. In an optimize stage the renderer's `resolution`
     decides the image size (landmark maps follow the render), so this value does not change a
-    stage's images; it matters only where cameras are used without a renderer."""
+    stage's images and the recipes leave it out; it matters only where cameras are used without a
+    renderer."""
     light: LightMode = "headlight"
     """headlight: light from the camera; front-hemisphere: random direction within light_max_angle of
     the camera direction (DreamFace); fixed: light_direction in world space."""

@@ -19,12 +19,10 @@ TINY = [
     "prior=demo",
     "stages.coarse.selector.pool_size=128", "stages.coarse.selector.resolution=64", "stages.coarse.selector.lights=2",
     "stages.carve.steps=3", "stages.carve.renderer.resolution=64", "stages.carve.guidance.resolution=64",
-    "stages.carve.cameras.resolution=64",
     "stages.hair.selector.resolution=64", "stages.hair.selector.lights=1",
     "stages.texture-latent.steps=3",
     "stages.texture-image.steps=40", "stages.texture-image.checkpoint_every=1",
     "stages.texture-image.renderer.resolution=64", "stages.texture-image.guidance.resolution=64",
-    "stages.texture-image.cameras.resolution=64",
     "stages.export.exporters.2.turntable_frames=3", "stages.export.exporters.2.resolution=64",
     "stages.export.exporters.3.frames=3", "stages.export.exporters.3.resolution=64",
 ]

@@ -29,16 +29,16 @@ SOURCE = [
     "stages.init.representation.color_encoding.max_resolution=256",
     "stages.init.representation.export_texture_size=128",
     "stages.geometry-latent.steps=0", "stages.geometry.steps=0",
-    "stages.geometry.renderer.resolution=64", "stages.geometry.cameras.resolution=64",
-    "stages.texture.steps=12", "stages.texture.renderer.resolution=64", "stages.texture.cameras.resolution=64",
+    "stages.geometry.renderer.resolution=64",
+    "stages.texture.steps=12", "stages.texture.renderer.resolution=64",
     "stages.texture.guidance.resolution=128", "stages.texture.optimizer.groups.color=6.0e-3",
     "stages.refine.steps=0", "stages.export.exporters=[{type: obj}]",
 ]
 # The edit recipe at the same render sizes, a few steps per stage.
 EDIT_REDUCED = [
-    "stages.geometry.steps=3", "stages.geometry.renderer.resolution=64", "stages.geometry.cameras.resolution=64",
+    "stages.geometry.steps=3", "stages.geometry.renderer.resolution=64",
     "stages.geometry.guidance.resolution=128",
-    "stages.texture.steps=16", "stages.texture.renderer.resolution=64", "stages.texture.cameras.resolution=64",
+    "stages.texture.steps=16", "stages.texture.renderer.resolution=64",
     "stages.texture.guidance.resolution=128", "stages.texture.optimizer.groups.color=6.0e-3",
     "stages.texture.representation.export_texture_size=128", "stages.export.exporters=[{type: obj}]",
 ]

@@ -40,18 +40,18 @@ REDUCED = [
     "stages.coarse.representation.prior_resolution=48", "stages.coarse.representation.export_resolution=48",
     "stages.coarse.representation.export_texture_size=256",
     "stages.coarse.steps=30", "stages.coarse.renderer.resolution=32", "stages.coarse.renderer.num_samples=32",
-    "stages.coarse.cameras.resolution=32", "stages.coarse.guidance.resolution=128",
+    "stages.coarse.guidance.resolution=128",
     "stages.convert.converter.dmtet.resolution=32",
     "stages.convert.converter.dmtet.color_encoding.levels=12",
     "stages.convert.converter.dmtet.color_encoding.log2_hashmap_size=14",
     "stages.convert.converter.dmtet.color_encoding.max_resolution=512",
     "stages.convert.converter.dmtet.export_texture_size=256",
     "stages.convert.converter.distill_steps=60", "stages.convert.converter.distill_points=4096",
-    "stages.fine.steps=50", "stages.fine.renderer.resolution=64", "stages.fine.cameras.resolution=64",
+    "stages.fine.steps=50", "stages.fine.renderer.resolution=64",
     "stages.fine.guidance.resolution=128",
     *PREVIEW,
 ]
-EDIT_REDUCED = ["stages.edit.steps=25", "stages.edit.renderer.resolution=64", "stages.edit.cameras.resolution=64",
+EDIT_REDUCED = ["stages.edit.steps=25", "stages.edit.renderer.resolution=64",
                 "stages.edit.guidance.resolution=128", *PREVIEW]
 
 
