@@ -3,6 +3,8 @@ the LPIPS image loss built from torchvision/lpips-layout weight files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -16,6 +18,8 @@ from guidance.sampling import ddim_scheduler, sampling_timesteps, sdedit_sample
 from headgen.cameras import Cameras
 from headgen.config import parse
 from headgen.errors import ConfigError, HeadgenError, ModelNotFoundError
+
+LPIPS_HEADS = Path(__file__).resolve().parents[1] / "data" / "lpips" / "vgg_v0.1.pth"
 
 
 class PointBackbone(DiffusionBackbone):
@@ -182,3 +186,36 @@ def test_lpips_errors_name_the_file(lpips_files, tmp_path):
         LPIPS.from_files(vgg, tmp_path / "partial.pth")
     with pytest.raises(ValueError, match="differ"):
         ImageLoss(ImageLossConfig())(torch.zeros(1, 4, 4, 3), torch.zeros(1, 8, 8, 3))
+
+
+def test_lpips_reads_the_real_lpips_head_file(lpips_files):
+    # The lpips package's own v0.1 vgg.pth (tests/data/lpips): the key layout and the CUDA-saved
+    # storages must load through the weights_only loader; its calibrated heads are non-negative.
+    vgg, _, _ = lpips_files
+    model = LPIPS.from_files(vgg, LPIPS_HEADS)
+    heads = [getattr(model, f"lin{k}").model[1].weight for k in range(5)]
+    assert [h.shape[1] for h in heads] == [64, 128, 256, 512, 512]
+    assert all((h >= 0).all() and h.sum() > 0 for h in heads)
+    x = torch.rand(1, 32, 32, 3)
+    assert float(model(x, x)) == 0.0 and float(model(x, 1 - x)) > 0.0
+
+
+def test_lpips_equals_the_lpips_package():
+    # Runs where the lpips package and torchvision are installed (not on the CPU CI machine): the
+    # same random VGG16 trunk and lpips' own heads through both implementations.
+    lpips = pytest.importorskip("lpips")
+    reference = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False).eval()
+    trunk = {}
+    for s in range(1, 6):
+        for name, value in getattr(reference.net, f"slice{s}").state_dict().items():
+            trunk[f"features.{name}"] = value
+    ours = LPIPS()
+    ours.features.load_state_dict({k.removeprefix("features."): v for k, v in trunk.items()})
+    heads = torch.load(LPIPS_HEADS, map_location="cpu", weights_only=True)
+    ours.load_state_dict(heads, strict=False)
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 64, 64, 3, generator=g)
+    b = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    with torch.no_grad():
+        expected = reference(a.permute(0, 3, 1, 2) * 2 - 1, b.permute(0, 3, 1, 2) * 2 - 1).flatten()
+        assert torch.allclose(ours(a, b), expected, rtol=1e-5, atol=1e-7)
