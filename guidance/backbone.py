@@ -60,6 +60,9 @@ class ViewInfo:
     """The renderer output behind the latents (rgb, normal, latent, ...)."""
     space: str = "rgb"
     """rgb: latents are VAE encodings of images; latent: the latents were rendered directly."""
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+    """Memo of a prior that renders its own data (the demo prior), valid for this batch only: a
+    guidance that calls ``eps`` several times on one ViewInfo (a DDIM sample) renders them once."""
 
 
 class DiffusionBackbone:

@@ -69,7 +69,7 @@ class DemoBackbone(DiffusionBackbone):
             self.calls[f"controlnet:{name}"] += 1
         b, c, h, w = z_t.shape
         a = self.alphas_cumprod[t.to(self.device)]
-        cache: dict = {}
+        cache: dict = views.cache.setdefault(("demo-data", h, w), {})
         out = []
         for br in branches:
             data = self.world.data(self.world.targets_for(br.subject, br.edit), views, h, w, cache)
