@@ -42,7 +42,7 @@ from guidance.clip import ClipModel, get_clip
 from headgen.cameras import Cameras
 from headgen.config.typed import model_ref
 from headgen.errors import ConfigError
-from headgen.geometry.mesh import Mesh
+from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.registry import register
 from headgen.render.mesh_renderer import MeshRenderer
 from headgen.rundir import atomic_write
@@ -90,15 +90,19 @@ def light_directions(count: int) -> Tensor:
 
 class GeometryImager:
     """Bare-geometry images of a head from fixed views under camera-relative directional lights:
-    ``[len(views) * lights, H, W, 3]`` (view-major), grey Lambert shading over white."""
+    ``[len(views) * lights, H, W, 3]`` (view-major), grey Lambert shading over white. Extra surfaces
+    (``parts``, e.g. hair) share the depth buffer and are shaded in their own albedo."""
+
+    label = "clip-select"
+    """Which selector the errors name."""
 
     def __init__(self, views: Sequence[tuple[float, float]], lights: int, resolution: int,
                  distance: float = 2.7, fovy: float = 30.0, antialias: bool = False, backend: str = "auto",
                  device: torch.device | str = "cpu"):
         if not views:
-            raise ConfigError("clip-select: views must name at least one (elevation, azimuth) view")
+            raise ConfigError(f"{self.label}: views must name at least one (elevation, azimuth) view")
         if lights < 1:
-            raise ConfigError(f"clip-select: lights must be >= 1, got {lights}")
+            raise ConfigError(f"{self.label}: lights must be >= 1, got {lights}")
         self.device = torch.device(device)
         n = len(views)
         el = torch.tensor([float(v[0]) for v in views])
@@ -112,18 +116,31 @@ class GeometryImager:
         # [views, lights, 3] world-space directions toward each light
         self.light_dirs = torch.einsum("vij,lj->vli", rot, light_directions(lights).to(self.device))
         self.num_images = n * lights
+        self.key = json.dumps({"views": [[float(x) for x in v] for v in views], "lights": lights,
+                               "resolution": resolution, "distance": distance, "fovy": fovy,
+                               "antialias": antialias, "backend": self.backend_name()})  # for cache keys
 
     def backend_name(self) -> str:
         return self.renderer.backend_for(self.device).name
 
     @torch.no_grad()
-    def images(self, vertices: Tensor, faces: Tensor) -> Tensor:
-        out = self.renderer.render(Mesh(vertices.to(self.device), faces.to(self.device)), self.cameras, None,
-                                   modes=("normal", "opacity"))
+    def images(self, vertices: Tensor, faces: Tensor, parts: list[SurfaceGeometry] | None = None) -> Tensor:
+        """``parts`` None: the bare head (no albedo pass); a list (even empty): the head in grey and
+        the parts in their own albedo, one depth buffer."""
+        dev = self.device
+        mesh = Mesh(vertices.to(dev), faces.to(dev))
+        if parts is None:
+            out = self.renderer.render(mesh, self.cameras, None, modes=("normal", "opacity"))
+            albedo = torch.full((1, 1, 1, 1), SHADING_ALBEDO, device=dev)
+        else:
+            grey = torch.full((3,), SHADING_ALBEDO, device=dev)
+            geometry = SurfaceGeometry(mesh, base_color=grey, parts=[p.to(dev) for p in parts])
+            out = self.renderer.render(geometry, self.cameras, None, modes=("albedo", "normal", "opacity"))
+            albedo = out["albedo"]
         cover = out["opacity"]  # [V,H,W,1]
         normal = F.normalize(out["normal"] * 2 - cover, dim=-1, eps=1e-12)
         ndotl = torch.einsum("vhwc,vlc->vlhw", normal, self.light_dirs).clamp_min(0)[..., None]
-        shade = (SHADING_ALBEDO * (LIGHT_AMBIENT + LIGHT_COLOR * ndotl)).clamp(0, 1)
+        shade = (albedo[:, None] * (LIGHT_AMBIENT + LIGHT_COLOR * ndotl)).clamp(0, 1)
         img = shade * cover[:, None] + (1 - cover[:, None])
         return img.expand(-1, -1, -1, -1, 3).flatten(0, 1)
 

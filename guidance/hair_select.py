@@ -28,10 +28,8 @@ selection is scored against a known answer.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,14 +38,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from guidance.clip import ClipModel, TextSubject, get_clip
-from guidance.clip_select import LIGHT_AMBIENT, LIGHT_COLOR, SHADING_ALBEDO, light_directions, mean_embedding
-from headgen.cameras import Cameras
+from guidance.clip_select import GeometryImager, mean_embedding
 from headgen.config.typed import model_ref
 from headgen.errors import ConfigError
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.hair import NONE, PRESET_COLOURS, HairFit, HairLibrary, colour_rgb, resolve_library
 from headgen.registry import register
-from headgen.render.mesh_renderer import MeshRenderer
 from headgen.rundir import atomic_write_json
 
 DEFAULT_HAIR_VIEWS: list[tuple[float, float]] = [(0.0, 0.0), (0.0, 45.0), (0.0, -45.0), (0.0, 180.0)]
@@ -58,50 +54,18 @@ Hair = tuple[Tensor, Tensor, Tensor]
 
 
 # ---------------------------------------------------------------------------------------- drawing
-class HairImager:
-    """Images of a head with (optionally) hair from fixed views under camera-relative lights:
-    ``[len(views) * lights, H, W, 3]`` (view-major). The head is grey (``SHADING_ALBEDO``), the hair
-    its own albedo, both lit by ``albedo * (ambient + color * max(0, n . l))`` over white: CLIP
-    selection's drawing of bare geometry, with a second surface in the same depth buffer."""
+class HairImager(GeometryImager):
+    """CLIP selection's images of the head (grey) with optional hair in its own albedo, both lit
+    by ``albedo * (ambient + color * max(0, n . l))`` over white: ``[len(views) * lights, H, W, 3]``."""
 
-    def __init__(self, views: Sequence[tuple[float, float]], lights: int, resolution: int, distance: float = 2.7,
-                 fovy: float = 30.0, antialias: bool = False, backend: str = "auto",
-                 device: torch.device | str = "cpu"):
-        if not views:
-            raise ConfigError("clip-hair: views must name at least one (elevation, azimuth) view")
-        if lights < 1:
-            raise ConfigError(f"clip-hair: lights must be >= 1, got {lights}")
-        self.device = torch.device(device)
-        n = len(views)
-        el = torch.tensor([float(v[0]) for v in views])
-        az = torch.tensor([float(v[1]) for v in views])
-        self.cameras = Cameras.from_spherical(el, az, torch.full((n,), distance), torch.full((n,), fovy),
-                                              resolution).to(self.device)
-        self.renderer = MeshRenderer(MeshRenderer.Config(resolution=resolution, backend=backend,  # type: ignore[arg-type]
-                                                         antialias=antialias, background="white"))
-        rot = self.cameras.c2w[:, :3, :3]
-        self.light_dirs = torch.einsum("vij,lj->vli", rot, light_directions(lights).to(self.device))
-        self.num_images = n * lights
-        self.key = json.dumps({"views": [[float(x) for x in v] for v in views], "lights": lights,
-                               "resolution": resolution, "distance": distance, "fovy": fovy,
-                               "antialias": antialias, "backend": self.renderer.backend_for(self.device).name})
+    label = "clip-hair"
 
-    @torch.no_grad()
-    def images(self, vertices: Tensor, faces: Tensor, hair: Hair | None = None) -> Tensor:
-        dev = self.device
-        grey = torch.full((3,), SHADING_ALBEDO, device=dev)
+    def images(self, vertices: Tensor, faces: Tensor, hair: Hair | None = None) -> Tensor:  # type: ignore[override]
         parts = []
         if hair is not None:
             hv, hf, albedo = hair
-            parts.append(SurfaceGeometry(Mesh(hv.to(dev), hf.to(dev)), base_color=albedo.to(dev).float(), name="hair"))
-        geometry = SurfaceGeometry(Mesh(vertices.to(dev), faces.to(dev)), base_color=grey, parts=parts)
-        out = self.renderer.render(geometry, self.cameras, None, modes=("albedo", "normal", "opacity"))
-        cover = out["opacity"]  # [V,H,W,1]
-        normal = F.normalize(out["normal"] * 2 - cover, dim=-1, eps=1e-12)
-        ndotl = torch.einsum("vhwc,vlc->vlhw", normal, self.light_dirs).clamp_min(0)[..., None]
-        shade = (out["albedo"][:, None] * (LIGHT_AMBIENT + LIGHT_COLOR * ndotl)).clamp(0, 1)
-        img = shade * cover[:, None] + (1 - cover[:, None])
-        return img.flatten(0, 1)
+            parts.append(SurfaceGeometry(Mesh(hv, hf), base_color=albedo.float(), name="hair"))
+        return super().images(vertices, faces, parts)
 
 
 class HairScene:
