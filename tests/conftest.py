@@ -25,6 +25,19 @@ def _seeded_torch():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+    Tiny models and reduced runs are many small ops: on a shared 2-core machine a second thread mostly
+    spins (measured: test_strategies.py 52 s with torch's default threads, 7 s with one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def toy_plugin():
     """Register the toy parts (idempotent)."""

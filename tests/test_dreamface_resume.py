@@ -4,13 +4,11 @@ CLIP pool cache: the recipe's issue acceptance 4 and 5, on a tiny recipe under t
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import torch
+from runhelpers import kill_after_first_checkpoint
 from testpaths import REPO
 
 from headgen.cli import main
@@ -47,19 +45,9 @@ def test_interrupted_in_texture_image_resumes_reexports_and_a_second_prompt_hits
     cmd = [sys.executable, str(REPO / "launch.py"), *common, "--output-dir", str(tmp_path / "a"),
            "prompt=an old man with a grey beard"]
     proc = subprocess.Popen(cmd, env=subprocess_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 600
-    ckpts: list[Path] = []
-    while time.time() < deadline and not ckpts and proc.poll() is None:
-        ckpts = list((tmp_path / "a").glob("dreamface/*/stages/texture-image/last.ckpt"))
-        time.sleep(0.05)
-    assert ckpts, proc.communicate()[0].decode()[-3000:]
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    run = ckpts[0].parents[2]
-    state = json.loads((run / "state.json").read_text())
-    assert state["stages"]["texture-image"]["status"] == "running", "the run finished before it was killed"
-    step_at_kill = torch.load(ckpts[0], weights_only=True)["global_step"]
+    run, step_at_kill = kill_after_first_checkpoint(
+        proc, tmp_path / "a", "dreamface/*/stages/texture-image/last.ckpt", "texture-image", timeout_s=600, settle_s=1.0
+    )
     assert 0 < step_at_kill < 40
     assert not (run / "assets").exists() or not any((run / "assets").iterdir())
 

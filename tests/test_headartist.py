@@ -3,20 +3,18 @@ paper's ablation switches, and SSD's cost (no more diffusion branches than SDS w
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import pygltflib
 import pytest
 import torch
 import trimesh
+from runhelpers import launch_demo, run_metrics
 
 from guidance.backbone import DiffusionBackbone
 from guidance.base import GuidanceInput
 from headgen.cameras import Cameras
-from headgen.cli import main
 from headgen.config.compose import compose
 from headgen.config.typed import parse
 from headgen.errors import ConfigError
@@ -48,11 +46,7 @@ REDUCED = [
 
 
 def run(out: Path, *overrides: str, recipe: str = RECIPE) -> Path:
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        code = main(["--config", recipe, "--output-dir", str(out), "prior=demo", *REDUCED, *overrides])
-    assert code == 0, buf.getvalue()[-3000:]
-    return Path(buf.getvalue().strip().splitlines()[-1].removeprefix("Run directory: "))
+    return launch_demo(recipe, out, *REDUCED, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +54,6 @@ def run_dir(tmp_path_factory):
     return run(tmp_path_factory.mktemp("headartist"))
 
 
-def metrics(run: Path) -> dict[str, float]:
-    return json.loads((run / "summary.json").read_text())["metrics"]
 
 
 def test_assets_and_summary(run_dir):
@@ -82,7 +74,7 @@ def test_assets_and_summary(run_dir):
 
 
 def test_geometry_stages_lower_geometry_error(run_dir):
-    m = metrics(run_dir)
+    m = run_metrics(run_dir)
     # Both geometry stages move the template-shaped DMTet toward the target's identity.
     # Measured: init 0.02201 -> geometry-latent 0.02176 -> geometry 0.01973 (grid 32, 5 + 60 steps;
     # seeds 1, 2: 0.02005, 0.02006).
@@ -92,7 +84,7 @@ def test_geometry_stages_lower_geometry_error(run_dir):
 
 
 def test_texture_stages_raise_psnr(run_dir):
-    m = metrics(run_dir)
+    m = run_metrics(run_dir)
     start = m["geometry/psnr"]  # the untrained colour field on the final geometry
     # Measured (seed 0 / 1 / 2): start 17.41 / 17.64 / 17.85 -> texture 20.66 / 20.69 / 21.35
     # (+3.25 / +3.05 / +3.51) -> refine 23.06 / 23.12 / 23.27 (+5.65 / +5.48 / +5.42 over the start).
@@ -113,7 +105,7 @@ def test_sds_cfg100_ablation_without_negative_prompt_runs(tmp_path):
             "stages.export.exporters=[{type: obj}]")
     cfg = (d / "config.yaml").read_text()
     assert "ablation: sds" in cfg and "worst quality" not in cfg
-    m = metrics(d)
+    m = run_metrics(d)
     assert m["texture/psnr"] != m["init/psnr"]  # the colour field was trained
 
 

@@ -6,16 +6,13 @@ target (the demo prior's edited target: same identity, the edit's features)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
+from runhelpers import launch_demo, run_metrics
 from safetensors.torch import load_file
-
-from headgen.cli import main
 
 SOURCE_RECIPE = "methods/headartist.yaml"
 EDIT_RECIPE = "methods/headartist-edit.yaml"
@@ -44,12 +41,6 @@ EDIT_REDUCED = [
 ]
 
 
-def launch(recipe: str, out: Path, *overrides: str) -> Path:
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        code = main(["--config", recipe, "--output-dir", str(out), "prior=demo", *overrides])
-    assert code == 0, buf.getvalue()[-3000:]
-    return Path(buf.getvalue().strip().splitlines()[-1].removeprefix("Run directory: "))
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -57,16 +48,14 @@ def checksums(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def metrics(run: Path) -> dict[str, float]:
-    return json.loads((run / "summary.json").read_text())["metrics"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    source = launch(SOURCE_RECIPE, tmp_path_factory.mktemp("source"), *SOURCE)
+    source = launch_demo(SOURCE_RECIPE, tmp_path_factory.mktemp("source"), *SOURCE)
     before = checksums(source)
-    edit = launch(EDIT_RECIPE, tmp_path_factory.mktemp("edit"), f"source={source}", f'edit_prompt="{EDIT}"',
-                  *EDIT_REDUCED)
+    edit = launch_demo(EDIT_RECIPE, tmp_path_factory.mktemp("edit"), f"source={source}", f'edit_prompt="{EDIT}"',
+                       *EDIT_REDUCED)
     return source, before, edit
 
 
@@ -99,7 +88,7 @@ def test_geometry_edit_learns_offsets_with_the_sdf_fixed_then_texture_continues(
 
 def test_edit_moves_toward_the_edited_target(runs):
     source, _, edit = runs
-    m, s = metrics(edit), metrics(source)
+    m, s = run_metrics(edit), run_metrics(source)
     # The geometry edit keeps the head (the demo's edited target has the source's identity).
     assert abs(m["geometry/geometry_error"] - s["texture/geometry_error"]) < 1e-3, (m, s)
     assert abs(m["geometry/psnr"] - s["texture/psnr"]) < 0.5, (m, s)

@@ -8,9 +8,7 @@ and step counts.
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,10 +17,10 @@ import pygltflib
 import pytest
 import torch
 import trimesh
+from runhelpers import launch_demo, run_metrics
 
 from guidance.demo.metrics import eval_cameras, psnr
 from guidance.demo.world import DemoWorld, camera_lights
-from headgen.cli import main
 from headgen.heads import load_builtin_head
 from headgen.render.mesh_renderer import MeshRenderer
 from headgen.stages.results import load_result
@@ -55,39 +53,22 @@ EDIT_REDUCED = ["stages.edit.steps=25", "stages.edit.renderer.resolution=64",
                 "stages.edit.guidance.resolution=128", *PREVIEW]
 
 
-def launch(recipe: str, out: Path, *overrides: str) -> Path:
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        code = main(["--config", recipe, "--output-dir", str(out), "prior=demo", *overrides])
-    assert code == 0, buf.getvalue()[-3000:]
-    return Path(buf.getvalue().strip().splitlines()[-1].removeprefix("Run directory: "))
 
 
-def metrics(run: Path) -> dict[str, float]:
-    return json.loads((run / "summary.json").read_text())["metrics"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These runs are many small tensor ops; on a shared 2-core machine a second intra-op thread
-    # mostly waits for the other users' processes (measured: several times slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return launch(RECIPE, tmp_path_factory.mktemp("headsculpt"), *REDUCED)
+    return launch_demo(RECIPE, tmp_path_factory.mktemp("headsculpt"), *REDUCED)
 
 
 @pytest.fixture(scope="module")
 def edits(run_dir, tmp_path_factory):
     """{edit scale: edit run directory}, each started from the reduced run (its fine DMTet)."""
     root = tmp_path_factory.mktemp("headsculpt-edit")
-    return {scale: launch(EDIT_RECIPE, root / str(scale), f"source={run_dir}", f"edit_prompt={EDIT_PROMPT!r}",
-                          f"stages.edit.guidance.edit_scale={scale}", *EDIT_REDUCED)
+    return {scale: launch_demo(EDIT_RECIPE, root / str(scale), f"source={run_dir}", f"edit_prompt={EDIT_PROMPT!r}",
+                               f"stages.edit.guidance.edit_scale={scale}", *EDIT_REDUCED)
             for scale in (0.0, 0.5, 1.0)}
 
 
@@ -112,7 +93,7 @@ def test_assets_and_summary(run_dir):
 
 
 def test_coarse_nerf_is_head_shaped(run_dir):
-    m = metrics(run_dir)
+    m = run_metrics(run_dir)
     # The NeRF is scored through its density-5 surface. Measured: IoU 0.943, PSNR 16.93 dB, geometry error
     # 0.0204 (the head prior alone: 0.945 / 16.33 / 0.021; a grey head of the target's own shape 18.1 dB).
     assert m["coarse/silhouette_iou"] > 0.93, m
@@ -121,14 +102,14 @@ def test_coarse_nerf_is_head_shaped(run_dir):
 
 
 def test_conversion_keeps_the_coarse_head(run_dir):
-    m = metrics(run_dir)
+    m = run_metrics(run_dir)
     # Measured: IoU 0.939, PSNR 16.83 dB (coarse 0.943 / 16.93).
     assert abs(m["convert/silhouette_iou"] - m["coarse/silhouette_iou"]) < 0.015, m
     assert abs(m["convert/psnr"] - m["coarse/psnr"]) < 0.6, m
 
 
 def test_fine_stage_improves_on_the_coarse_head(run_dir):
-    m = metrics(run_dir)
+    m = run_metrics(run_dir)
     # Measured (50 steps at 64 px): PSNR 16.83 -> 18.7 dB, IoU 0.939 -> 0.952, geometry error 0.0203 -> 0.0199.
     # The template-shaped head with the target's exact albedo would score 20.2 dB / 0.947.
     assert m["fine/psnr"] > m["convert/psnr"] + 1.0, m
@@ -154,8 +135,8 @@ def render_surface(surface, world: DemoWorld) -> torch.Tensor:
 
 
 def test_edit_scale_sweep_on_the_recipe(run_dir, edits):
-    source = metrics(run_dir)
-    scores = {s: metrics(run) for s, run in edits.items()}
+    source = run_metrics(run_dir)
+    scores = {s: run_metrics(run) for s, run in edits.items()}
     edit_psnr = [scores[s]["edit/edit_psnr"] for s in (0.0, 0.5, 1.0)]
     identity_psnr = [scores[s]["edit/psnr"] for s in (0.0, 0.5, 1.0)]
     # Measured: edited-target PSNR 15.5 / 18.8 / 21.5 dB, source-target PSNR 20.1 / 18.3 / 16.2 dB.
@@ -195,7 +176,7 @@ def test_edit_changes_the_edited_region_and_keeps_the_rest(run_dir, edits):
     # summary.json carries the same region scores (edit_kept_psnr / edit_changed_psnr), the load stage
     # included: the edit's starting point.
     for i, s in enumerate((0.0, 0.5, 1.0)):
-        m = metrics(edits[s])
+        m = run_metrics(edits[s])
         assert m["edit/edit_changed_psnr"] == pytest.approx(to_edit[i], abs=0.01), m
         assert m["edit/edit_kept_psnr"] == pytest.approx(psnr(after[s][kept], source[kept]), abs=0.01), m
         assert m["source/edit_kept_psnr"] == pytest.approx(kept_before, abs=0.01), m

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from runhelpers import kill_after_first_checkpoint
 from safetensors.torch import load_file
 from testpaths import REPO, TOY_RECIPE
 
@@ -76,19 +75,8 @@ def test_kill_mid_stage_then_resume_equals_uninterrupted(tmp_path, capsys, subpr
     cmd = [sys.executable, str(REPO / "launch.py"), "--plugin", "toy_parts", "--config", str(TOY_RECIPE),
            "--output-dir", str(tmp_path / "killed"), *slow]
     proc = subprocess.Popen(cmd, env=subprocess_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    ckpts: list[Path] = []
-    while time.time() < deadline and not ckpts:
-        ckpts = list((tmp_path / "killed").glob("toy/*/stages/fit/last.ckpt"))
-        time.sleep(0.05)
-    assert ckpts, proc.communicate()[0].decode()[-2000:]
-    time.sleep(0.6)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    run = ckpts[0].parents[2]
-    state = json.loads((run / "state.json").read_text())
-    assert state["stages"]["fit"]["status"] == "running", "the run finished before it was killed"
-    step_at_kill = torch.load(ckpts[0], weights_only=True)["global_step"]
+    run, step_at_kill = kill_after_first_checkpoint(proc, tmp_path / "killed", "toy/*/stages/fit/last.ckpt", "fit",
+                                                    timeout_s=120, settle_s=0.6)
     assert 0 < step_at_kill < 40
     code, out, err = run_cli(["--resume", str(run)], capsys)
     assert code == 0, err

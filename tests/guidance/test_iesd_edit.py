@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from testpaths import REPO
 
 from headgen.cli import main
@@ -18,14 +17,7 @@ FIT = REPO / "tests" / "recipes" / "demo_texture_fit.yaml"
 EDIT = REPO / "tests" / "recipes" / "demo_texture_edit.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Many small tensor ops: on a shared 2-core machine a second intra-op thread mostly waits (measured: a
-    # 4x slower test under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def launch(args, capsys) -> Path:

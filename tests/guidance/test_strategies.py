@@ -27,14 +27,7 @@ BASE = {"model": "tiny", "space": "latent", "image_key": "latent", "negative_pro
 VIEW_INDEPENDENT = {"view_dependent": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models, many small ops: on a shared 2-core machine extra intra-op threads mostly spin
-    # (measured: this file 52 s with torch's default threads, 7 s with one).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def make(cls, backbone, **options):

@@ -11,15 +11,7 @@ from guidance.prompts import PromptConfig, TextEmbedder, load_token_file
 from guidance.textual_inversion import main
 from headgen.models.zoo import load_component
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models, many small ops: on a shared 2-core machine extra intra-op threads mostly spin
-    # (measured: test_strategies.py 52 s with torch's default threads, 7 s with one).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture

@@ -19,14 +19,7 @@ SMALL_HASH = {"levels": 6, "log2_hashmap_size": 12, "base_resolution": 4, "max_r
 RES = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models, many small ops: on a shared 2-core machine extra intra-op threads mostly spin
-    # (measured: test_strategies.py 52 s with torch's default threads, 7 s with one).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def make(ctx=None, **kw) -> NeRF:

@@ -1,0 +1,51 @@
+"""Running recipes from tests: in-process under the demo prior, and killing a launch.py subprocess
+mid-stage (importable because tests/conftest.py puts tests/plugins on sys.path)."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import torch
+
+from headgen.cli import main
+
+
+def launch_demo(recipe: str, out: Path, *overrides: str) -> Path:
+    """``launch.py --config recipe --output-dir out prior=demo overrides...``; the run directory.
+    Fails the test with the end of the output when the run does not exit 0."""
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = main(["--config", recipe, "--output-dir", str(out), "prior=demo", *overrides])
+    assert code == 0, buf.getvalue()[-3000:]
+    return Path(buf.getvalue().strip().splitlines()[-1].removeprefix("Run directory: "))
+
+
+def run_metrics(run: Path) -> dict[str, float]:
+    """The ``metrics`` of a finished run's summary.json."""
+    return json.loads((run / "summary.json").read_text())["metrics"]
+
+
+def kill_after_first_checkpoint(proc: subprocess.Popen, out: Path, pattern: str, stage: str,
+                                timeout_s: float, settle_s: float) -> tuple[Path, int]:
+    """SIGKILL ``proc`` ``settle_s`` after its first ``out.glob(pattern)`` checkpoint of ``stage``
+    appears; (run directory, global step of the checkpoint). Fails the test with the process output
+    when no checkpoint comes within ``timeout_s`` or the stage had already finished."""
+    deadline = time.time() + timeout_s
+    ckpts: list[Path] = []
+    while time.time() < deadline and not ckpts and proc.poll() is None:
+        ckpts = list(out.glob(pattern))
+        time.sleep(0.05)
+    assert ckpts, proc.communicate()[0].decode()[-3000:]
+    time.sleep(settle_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = ckpts[0].parents[2]
+    state = json.loads((run / "state.json").read_text())
+    assert state["stages"][stage]["status"] == "running", "the run finished before it was killed"
+    return run, torch.load(ckpts[0], weights_only=True)["global_step"]
