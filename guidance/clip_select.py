@@ -363,6 +363,15 @@ class ClipSelect:
         ctx.metrics[f"{stage}/selected_index"] = result.index
         ctx.metrics[f"{stage}/pool_size"] = self.cfg.pool_size
         ctx.metrics[f"{stage}/pool_cache"] = result.cache
+        world = getattr(ctx, "state", {}).get("demo_world")
+        if world is not None:
+            # What the selection is worth under the demo prior: the same ground-truth scores for
+            # candidates drawn at random from the pool.
+            from guidance.demo.metrics import random_candidate_scores
+
+            betas = candidate_betas(self.cfg.pool_seed, 0, 32, representation.beta.numel(), self.cfg.scale)
+            for key, value in random_candidate_scores(world, betas).items():
+                ctx.metrics[f"{stage}/random_candidate_{key}"] = round(value, 5)
         ctx.log(f"clip-select: candidate {result.index} of {self.cfg.pool_size} for '{prompt}' "
                 f"(relative score {result.score:.4f}, CLIP score {clip_score:.2f})")
         return result

@@ -186,16 +186,6 @@ def _score(ctx: RunContext, stage: str) -> None:
 
     for key, value in demo_scores(rep, world).items():
         ctx.metrics[f"{stage}/{key}"] = round(value, 5)
-    selector = getattr(getattr(ctx.config.stages.get(stage), "config", None), "selector", None)
-    if selector is not None and selector.type == "clip-select" and getattr(rep, "beta", None) is not None:
-        # What the selection is worth: the same scores for candidates drawn at random from its pool.
-        from guidance.clip_select import candidate_betas
-        from guidance.demo.metrics import random_candidate_scores
-
-        c = selector.config
-        betas = candidate_betas(c.pool_seed, 0, 32, rep.beta.numel(), c.scale)
-        for key, value in random_candidate_scores(world, betas).items():
-            ctx.metrics[f"{stage}/random_candidate_{key}"] = round(value, 5)
     if ctx.config.edit_prompt:  # editing: also score against the edited target
         edited = world.target_for(ctx.config.prompt, ctx.config.edit_prompt)
         for key, value in demo_scores(rep, world, target=edited).items():

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from headgen.errors import HeadgenError
 from headgen.export.images import to_uint8
-from headgen.export.obj import export_surface
+from headgen.export.obj import export_surface, part_name
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.registry import register
 from headgen.rundir import atomic_write
@@ -243,7 +243,7 @@ def glb_document(
     b = _GlbBuilder()
     split = _add_mesh(b, surface, mesh, "head", blendshapes, morph_normals, texture_format, roughness)
     for i, part in enumerate(surface.parts):
-        _add_mesh(b, part, part.mesh.to("cpu"), part.name or f"part{i}", None, False, texture_format, roughness,
+        _add_mesh(b, part, part.mesh.to("cpu"), part_name(part, i), None, False, texture_format, roughness,
                   is_part=True)
     for i, gmesh in enumerate(b.doc.meshes):
         b.doc.nodes.append(g.Node(name=gmesh.name, mesh=i))
