@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from headgen.encoding.hashgrid import HashField, HashGridConfig
 from headgen.errors import ConfigError, HeadgenError
+from headgen.gather import take
 from headgen.geometry.marching_tets import TET_EDGES, marching_tets, mesh_edges
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.geometry.sdf import MeshSDF
@@ -271,7 +272,7 @@ class DMTet(Representation):
     def vertex_sdf(self, idx: Tensor | None = None, chunk: int = 262144) -> Tensor:
         """SDF at grid vertices (all, or ``idx``), before the box-boundary clamp."""
         if self.cfg.geometry == "direct":
-            return self.sdf if idx is None else self.sdf[idx]
+            return self.sdf if idx is None else take(self.sdf, idx)
         x = self.to_unit(self.grid_vertices(idx))
         return torch.cat([self.sdf_net(c)[:, 0] for c in x.split(chunk)], dim=0)
 
@@ -280,7 +281,7 @@ class DMTet(Representation):
         if not self.cfg.deformation:
             return self.box_half.new_zeros(idx.shape[0], 3)
         if self.cfg.geometry == "direct":
-            raw = self.deform[idx]
+            raw = take(self.deform, idx)
         else:
             raw = self.deform_net(self.to_unit(self.grid_vertices(idx)))
         return self.cfg.deformation_scale * self.cell_size() * torch.tanh(raw)
@@ -384,7 +385,7 @@ class DMTet(Representation):
         # A watertight mesh has every edge twice: consecutive entries of the sorted list pair up.
         pair = e_sorted[:-1] == e_sorted[1:]
         f0, f1 = owner[:-1][pair], owner[1:][pair]
-        return (1.0 - (fn[f0] * fn[f1]).sum(-1)).mean()
+        return (1.0 - (take(fn, f0) * take(fn, f1)).sum(-1)).mean()
 
     def reg_laplacian(self, step: int) -> Tensor:
         """Mean length of the uniform Laplacian ``mean(neighbours) - v`` over mesh vertices."""
@@ -394,7 +395,7 @@ class DMTet(Representation):
         edges, _ = mesh_edges(mesh.t_pos_idx)
         v = mesh.v_pos
         i, j = edges[:, 0], edges[:, 1]
-        acc = torch.zeros_like(v).index_add(0, i, v[j]).index_add(0, j, v[i])
+        acc = torch.zeros_like(v).index_add(0, i, take(v, j)).index_add(0, j, take(v, i))
         deg = torch.zeros(v.shape[0], device=v.device, dtype=v.dtype)
         deg = deg.index_add(0, i, torch.ones_like(i, dtype=v.dtype)).index_add(
             0, j, torch.ones_like(j, dtype=v.dtype)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from headgen.errors import HeadgenError
+from headgen.gather import take
 
 TET_EDGES = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]], dtype=torch.long)
 
@@ -99,10 +100,10 @@ def marching_tets(pos: Tensor, sdf: Tensor, tets: Tensor) -> tuple[Tensor, Tenso
         a = torch.div(uniq, pos.shape[0], rounding_mode="floor")
         b = uniq % pos.shape[0]
 
-    sa, sb = sdf[a], sdf[b]
+    sa, sb = take(sdf, a), take(sdf, b)
     # sa and sb have opposite signs (one < 0, one >= 0), so the denominator is never zero.
     denom = sb - sa
-    verts = (pos[a] * sb[:, None] - pos[b] * sa[:, None]) / denom[:, None]
+    verts = (take(pos, a) * sb[:, None] - take(pos, b) * sa[:, None]) / denom[:, None]
 
     with torch.no_grad():
         table = TRI_TABLE.to(dev)[code]  # [T,2,3]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from headgen.errors import HeadgenError
+from headgen.gather import take
 
 
 @dataclass
@@ -97,7 +98,7 @@ class Mesh:
 
     # ------------------------------------------------------------------ normals
     def _face_cross(self) -> Tensor:
-        v = self.v_pos[self.t_pos_idx.long()]
+        v = take(self.v_pos, self.t_pos_idx)
         # Length is twice the face area, so summing these weights normals by area.
         return torch.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
 
@@ -125,7 +126,7 @@ class Mesh:
             raise HeadgenError("vertex_tangents needs UVs (v_tex)")
         tri = self.t_pos_idx.long()
         uvi = self.uv_idx.long()
-        p = self.v_pos[tri]
+        p = take(self.v_pos, tri)
         uv = self.v_tex[uvi].to(p.dtype)
         e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
         d1, d2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
@@ -145,7 +146,7 @@ class Mesh:
         b_acc = zeros.index_add(0, flat, b_face.repeat_interleave(3, dim=0))
         # The normal at a UV vertex is that of the position vertex it belongs to.
         vn = self.vertex_normals()
-        n_acc = zeros.index_add(0, flat, vn[tri.reshape(-1)])
+        n_acc = zeros.index_add(0, flat, take(vn, tri.reshape(-1)))
         n = F.normalize(n_acc, dim=-1, eps=1e-20)
 
         t = t_acc - (t_acc * n).sum(-1, keepdim=True) * n

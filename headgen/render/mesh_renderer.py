@@ -48,6 +48,7 @@ from torch import Tensor
 
 from headgen.cameras import Cameras, Lights
 from headgen.errors import HeadgenError, did_you_mean
+from headgen.gather import take
 from headgen.geometry.mesh import Mesh, SurfaceGeometry, concat_meshes
 from headgen.registry import register
 from headgen.render.raster import RasterBackend, get_backend
@@ -160,7 +161,7 @@ class MeshRenderer:
         flat = rast.reshape(-1, 4)
         vis = (flat[:, 3].detach() > 0).nonzero().squeeze(1)
         npx = vis.numel()
-        packed = flat[vis].reshape(1, 1, npx, 4)
+        packed = take(flat, vis).reshape(1, 1, npx, 4)
         pix_b = torch.div(vis, height * width, rounding_mode="floor")
         px = _Packed(backend, packed, npx)
         want = set(modes)

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from headgen.errors import HeadgenError
+from headgen.gather import take
 from headgen.render.raster.base import RasterBackend, batch_positions, check_tri
 
 _W_EPS = 1e-8
@@ -47,7 +48,7 @@ def screen_triangles(pos: Tensor, tri: Tensor, height: int, width: int) -> tuple
 
     ``x_px`` grows to the right and ``y_px`` downwards (row 0 at the top), in pixel units.
     """
-    c = pos[:, tri]
+    c = take(pos, tri, 1)
     w = c[..., 3]
     w_ok = w > _W_EPS
     inv_w = 1.0 / torch.where(w_ok, w, torch.ones_like(w))
@@ -134,7 +135,7 @@ class TorchRasterBackend(RasterBackend):
         px = rem - py * width
 
         # Differentiable recomputation for the visible pixels only.
-        d = data.reshape(bsz * nf, 3, 4)[b * nf + tid]
+        d = take(data.reshape(bsz * nf, 3, 4), b * nf + tid)
         x, y, inv_w, zn = d.unbind(-1)
         e = torch.stack(_edge_functions(x, y, px.to(x.dtype) + 0.5, py.to(x.dtype) + 0.5), dim=-1)
         lam = e / _area2(x, y).unsqueeze(-1)
@@ -247,10 +248,10 @@ class TorchRasterBackend(RasterBackend):
         vis, tid, b = self._visible(rast)
         corners = tri.long().to(attr.device)[tid]
         if battr == 1:
-            a = attr[0][corners]
+            a = take(attr[0], corners)
         else:
-            a = attr.reshape(bsz * nv, nc)[corners + (b * nv).unsqueeze(1)]
-        uv = rast.reshape(-1, 4)[vis, :2].to(a.dtype)
+            a = take(attr.reshape(bsz * nv, nc), corners + (b * nv).unsqueeze(1))
+        uv = take(rast.reshape(-1, 4), vis)[:, :2].to(a.dtype)
         u, v = uv[:, 0:1], uv[:, 1:2]
         val = a[:, 2] + u * (a[:, 0] - a[:, 2]) + v * (a[:, 1] - a[:, 2])
         out = val.new_zeros(bsz * height * width, nc).index_put((vis,), val)
@@ -302,7 +303,7 @@ class TorchRasterBackend(RasterBackend):
                 if boundary_mode == "zero":
                     mask = ((ix >= 0) & (ix < tw) & (iy >= 0) & (iy < th)).unsqueeze(-1)
                 ix, iy = ix.clamp(0, tw - 1), iy.clamp(0, th - 1)
-            val = flat[base + iy * tw + ix]
+            val = take(flat, base + iy * tw + ix)
             return val if mask is None else val * mask
 
         if filter_mode == "nearest":
@@ -436,7 +437,8 @@ class TorchRasterBackend(RasterBackend):
         corners = tri_l[tri_id]
         vj = corners.gather(1, torch.remainder(edge + 1, 3).unsqueeze(1)).squeeze(1)
         vk = corners.gather(1, torch.remainder(edge + 2, 3).unsqueeze(1)).squeeze(1)
-        pj, pk = pos[bk, vj], pos[bk, vk]
+        flat_pos = pos.reshape(-1, pos.shape[-1])
+        pj, pk = take(flat_pos, bk * pos.shape[1] + vj), take(flat_pos, bk * pos.shape[1] + vk)
         xj = (pj[:, 0] / pj[:, 3] + 1.0) * (0.5 * width)
         yj = (1.0 - pj[:, 1] / pj[:, 3]) * (0.5 * height)
         xk = (pk[:, 0] / pk[:, 3] + 1.0) * (0.5 * width)
@@ -447,6 +449,6 @@ class TorchRasterBackend(RasterBackend):
         eo = ((xk - xj) * (yo - yj) - (yk - yj) * (xo - xj)) * sk
         alpha = (ef / (ef - eo)).clamp(0.0, 1.0).to(color.dtype)
         flat = color.reshape(-1, nc)
-        delta = (alpha - 0.5).unsqueeze(1) * (flat[f] - flat[o])
+        delta = (alpha - 0.5).unsqueeze(1) * (take(flat, f) - take(flat, o))
         target = torch.where(alpha.detach() > 0.5, o, f)
         return flat.index_add(0, target, delta).view(bsz, height, width, nc)
