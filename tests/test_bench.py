@@ -198,15 +198,32 @@ def test_prompt_sets_and_config_errors(tmp_path):
     assert bench_cli([str(tmp_path / "missing.yaml")]) == 2
 
 
-def test_smoke_config_is_valid():
-    cfg = load_bench_config(REPO / "configs/bench/smoke.yaml")
-    assert set(cfg.methods) == {"dreamface", "headsculpt", "headartist", "builtin-head"}
-    assert len(cfg.prompts) == 3 and cfg.seeds == [0, 1]
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs/bench").glob("*.yaml")))
+def test_shipped_bench_configs_are_valid(name):
+    cfg = load_bench_config(REPO / "configs/bench" / name)
+    if name == "smoke.yaml":
+        assert set(cfg.methods) == {"dreamface", "headsculpt", "headartist", "builtin-head"}
+        assert len(cfg.prompts) == 3 and cfg.seeds == [0, 1]
     from headgen.config.compose import compose
     from headgen.config.recipe import validate
 
     for entry in cfg.methods.values():  # every method's overrides are valid for its recipe
+        assert entry.overrides and all(isinstance(o, str) for o in entry.overrides)
         validate(compose(entry.recipe, entry.overrides))
+
+
+def test_overrides_shared_through_a_yaml_alias_are_flattened(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text("name: b\nprompts: [a head]\nmethods:\n"
+                    "  one: {recipe: methods/builtin-head.yaml, overrides: &base [seed=1, prompt=x]}\n"
+                    "  two: {recipe: methods/builtin-head.yaml, overrides: [*base, seed=2]}\n")
+    cfg = load_bench_config(path)
+    assert cfg.methods["one"].overrides == ["seed=1", "prompt=x"]
+    assert cfg.methods["two"].overrides == ["seed=1", "prompt=x", "seed=2"]
+    path.write_text("name: b\nprompts: [a head]\nmethods:\n  one: {recipe: methods/builtin-head.yaml, "
+                    "overrides: [[seed=1, {a: 1}]]}\n")
+    with pytest.raises(ConfigError, match="overrides"):
+        load_bench_config(path)
 
 
 def test_ray_launcher_missing_is_clear(monkeypatch, tmp_path):

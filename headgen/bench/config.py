@@ -28,7 +28,8 @@ class MethodEntry:
     recipe: str
     """Recipe YAML, e.g. methods/dreamface.yaml (relative to the working directory or the repository)."""
     overrides: list[str] = field(default_factory=list)
-    """Recipe overrides (key=value) for every run of this method, e.g. reduced steps."""
+    """Recipe overrides (key=value) for every run of this method, e.g. reduced steps. Nested lists are
+    flattened, so methods can share a list through a YAML alias: [*reduced, stages.x.steps=10]."""
 
 
 @dataclass
@@ -81,12 +82,23 @@ def load_bench_config(path: str | Path, **updates: Any) -> BenchConfig:
     if not isinstance(node, dict):
         raise ConfigError(f"bench config {path}: expected a mapping at the top level")
     node.update({k: v for k, v in updates.items() if v is not None})
+    for entry in (node.get("methods") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("overrides"), list):
+            entry["overrides"] = _flatten(entry["overrides"])
     cfg = parse(BenchConfig, node, path=str(path))
     base = path.parent
     if cfg.prompt_file:
         cfg.prompts = list(cfg.prompts) + read_prompts(_resolve(cfg.prompt_file, base))
     check(cfg, str(path))
     return cfg
+
+
+def _flatten(items: list) -> list:
+    """One list from nested lists (YAML aliases of shared override lists), order kept."""
+    out: list = []
+    for item in items:
+        out.extend(_flatten(item) if isinstance(item, list) else [item])
+    return out
 
 
 def _resolve(name: str, base: Path) -> Path:
