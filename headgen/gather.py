@@ -3,9 +3,9 @@
 ``src[idx]`` with an integer tensor index back-propagates through ``index_put_(accumulate=True)``,
 which on CPU with more than one thread adds repeated indices in a thread-dependent order: the
 gradients (and so a seeded run) change from one run to the next. ``index_select`` back-propagates
-through ``index_add``, which is deterministic on CPU and about 3x faster there. Every gather on a
-differentiable path (vertex attributes per face, SDF values per edge, texels per pixel) goes
-through :func:`take`.
+through ``index_add``, which is deterministic on CPU and 2.3-2.8x faster there
+(benchmarks/bench_gather.py). Every gather on a differentiable path (vertex attributes per face,
+SDF values per edge, texels per pixel) goes through :func:`take`.
 """
 
 from __future__ import annotations
