@@ -219,3 +219,19 @@ def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((run_dir_from(out) / "summary.json").read_text())
     assert summary["prompt"] == "a toy written twice" and summary["seed"] == 5
+
+
+def test_progress_bar_updates_every_step_on_a_terminal_and_about_20_times_in_a_log(tmp_path, capsys):
+    from headgen.stages.callbacks import LOG_UPDATES, refresh_every
+
+    assert refresh_every(20000, interactive=True) == 1
+    assert refresh_every(20000, interactive=False) == 1000
+    assert refresh_every(30, interactive=False) == 2 and refresh_every(5, interactive=False) == 1
+    # Captured output is not a terminal: a 200-step stage writes about LOG_UPDATES bar updates
+    # (each ends with the step count it reached), not 200.
+    code, out, err = run_cli(["--config", str(TOY_RECIPE), "--output-dir", str(tmp_path),
+                              "stages.fit.steps=200", "stages.fit.checkpoint_every=100"], capsys)
+    assert code == 0, err
+    text = out + err
+    updates = {int(n) for n in __import__("re").findall(r"\[fit\]:[^\r\n]*?\| *(\d+)/200", text)}
+    assert 200 in updates and len(updates) <= LOG_UPDATES + 3, sorted(updates)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,25 @@ class AtomicCheckpoint(Callback):
         self._save(trainer)
 
 
+LOG_UPDATES = 20
+"""Bar updates per stage when the output is not a terminal (a log file, CI, a bench run.log)."""
+
+
+def refresh_every(max_steps: int, interactive: bool) -> int:
+    """Steps between bar updates: every step on a terminal; otherwise about ``LOG_UPDATES`` per
+    stage, because each update is a new line in a log (20000 steps would write ~2 MB of bars)."""
+    if interactive or max_steps <= 0:
+        return 1
+    return max(1, math.ceil(max_steps / LOG_UPDATES))
+
+
 class StageProgressBar(TQDMProgressBar):
     """One bar per stage: ``[carve] 120/300 ... it/s, loss=...``."""
 
     def __init__(self, stage: str):
         super().__init__(refresh_rate=1)
         self.stage = stage
+        self._base_rate = self._refresh_rate  # TQDM_MINITERS and the like, as Lightning resolved them
 
     def init_train_tqdm(self) -> Any:
         bar = super().init_train_tqdm()
@@ -47,6 +62,8 @@ class StageProgressBar(TQDMProgressBar):
         return bar
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        interactive = bool(getattr(sys.stdout, "isatty", lambda: False)())
+        self._refresh_rate = max(self._base_rate, refresh_every(trainer.max_steps or 0, interactive))
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.reset(total=trainer.max_steps)
         self.train_progress_bar.initial = trainer.global_step
