@@ -284,13 +284,13 @@ class NeRF(Representation):
         world = getattr(ctx, "state", {}).get("demo_world") if ctx is not None else None
         if world is None or self.cfg.color_channels != 3:
             return {}
-        from guidance.demo.metrics import demo_scores
+        from guidance.demo.metrics import surface_scores
 
         try:
             mesh = self.extract_mesh(self.cfg.export_resolution)
         except HeadgenError:  # an empty field is a score (nothing of the target covered), not a crash here
             return {"silhouette_iou": 0.0}
-        scores = demo_scores(_SurfaceView(SurfaceGeometry(mesh=mesh, albedo_fn=self.color)), world)
+        scores = surface_scores(SurfaceGeometry(mesh=mesh, albedo_fn=self.color), world)
         return {k: round(v, 5) for k, v in scores.items()}
 
     def load_from(self, previous: Representation) -> None:
@@ -306,16 +306,6 @@ class NeRF(Representation):
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         self._ready = False
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-
-class _SurfaceView:
-    """Presents a fixed surface through the representation protocol (for the demo scores)."""
-
-    def __init__(self, surface: SurfaceGeometry) -> None:
-        self.surface = surface
-
-    def render_input(self) -> SurfaceGeometry:
-        return self.surface
 
 
 __all__ = ["NeRF"]

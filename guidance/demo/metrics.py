@@ -49,28 +49,45 @@ def mean_surface_distance(a: Tensor, b: Tensor, max_points: int = 4000) -> float
     return float(0.5 * (d.min(1).values.mean() + d.min(0).values.mean()))
 
 
-@torch.no_grad()
-def demo_scores(representation: Any, world: DemoWorld, size: int = 128, target: Any = None) -> dict[str, float]:
-    target = target or world.target
-    render_input = representation.render_input()
-    if not isinstance(render_input, SurfaceGeometry):
-        return {}
-    device = world.device
+def _evaluator(size: int, device: torch.device) -> tuple[Cameras, Any, MeshRenderer]:
+    """The evaluation views, their key light and a white-background renderer (every score uses them)."""
     cams = eval_cameras(size, device)
-    light = camera_lights(cams, 1)[0]
-    r = MeshRenderer(MeshRenderer.Config(resolution=size, background="white"))
+    return cams, camera_lights(cams, 1)[0], MeshRenderer(MeshRenderer.Config(resolution=size, background="white"))
+
+
+def _has_colour(surface: SurfaceGeometry) -> bool:
+    return surface.albedo_map is not None or surface.albedo_fn is not None or surface.v_color is not None
+
+
+@torch.no_grad()
+def surface_scores(surface: SurfaceGeometry, world: DemoWorld, size: int = 128, target: Any = None) -> dict[str, float]:
+    """``psnr`` (when the surface has colour), ``silhouette_iou`` and ``geometry_error`` of a surface."""
+    target = target or world.target
+    device = world.device
+    cams, light, r = _evaluator(size, device)
     ref = r.render(target.surface(world.head, device), cams, light, modes=("rgb", "opacity"))
     scores: dict[str, float] = {}
-    modes = ("rgb", "opacity") if (render_input.albedo_map is not None or render_input.albedo_fn is not None
-                                   or render_input.v_color is not None) else ("opacity",)
-    out = r.render(render_input.to(device), cams, light, modes=modes)
+    modes = ("rgb", "opacity") if _has_colour(surface) else ("opacity",)
+    out = r.render(surface.to(device), cams, light, modes=modes)
     if "rgb" in out:
         scores["psnr"] = psnr(out["rgb"], ref["rgb"])
     inter = ((out["opacity"] > 0.5) & (ref["opacity"] > 0.5)).sum()
     union = ((out["opacity"] > 0.5) | (ref["opacity"] > 0.5)).sum().clamp_min(1)
     scores["silhouette_iou"] = float(inter / union)
-    scores["geometry_error"] = mean_surface_distance(render_input.mesh.v_pos.to(device),
+    scores["geometry_error"] = mean_surface_distance(surface.mesh.v_pos.to(device),
                                                      target.vertices(world.head).to(device))
+    return scores
+
+
+@torch.no_grad()
+def demo_scores(representation: Any, world: DemoWorld, size: int = 128, target: Any = None) -> dict[str, float]:
+    """:func:`surface_scores` of a representation that renders as a surface, plus ``identity_distance``
+    when it has identity coefficients; empty for other representations."""
+    render_input = representation.render_input()
+    if not isinstance(render_input, SurfaceGeometry):
+        return {}
+    target = target or world.target
+    scores = surface_scores(render_input, world, size, target)
     beta = getattr(representation, "beta", None)
     if beta is not None and beta.numel() <= target.beta.numel():
         scores["identity_distance"] = float((beta.detach().cpu() - target.beta[: beta.numel()]).norm())
@@ -98,13 +115,10 @@ def edit_region_scores(representation: Any, world: DemoWorld, source: Any, edite
     excluded) and ``changed_psnr`` (vs ``edited`` where they differ by > 0.1), same views as
     :func:`demo_scores`. Empty when the result has no colour or a region is empty."""
     render_input = representation.render_input()
-    if not isinstance(render_input, SurfaceGeometry) or (
-            render_input.albedo_map is None and render_input.albedo_fn is None and render_input.v_color is None):
+    if not isinstance(render_input, SurfaceGeometry) or not _has_colour(render_input):
         return {}
     device = world.device
-    cams = eval_cameras(size, device)
-    light = camera_lights(cams, 1)[0]
-    r = MeshRenderer(MeshRenderer.Config(resolution=size, background="white"))
+    cams, light, r = _evaluator(size, device)
     src = r.render(source.surface(world.head, device), cams, light, modes=("rgb",))["rgb"]
     edt = r.render(edited.surface(world.head, device), cams, light, modes=("rgb",))["rgb"]
     out = r.render(render_input.to(device), cams, light, modes=("rgb",))["rgb"]
