@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from headgen.errors import HeadgenError
+
 
 @dataclass
 class GuidanceInput:
@@ -29,6 +31,16 @@ class GuidanceInput:
     source_render: Tensor | None = None
     """[B,H,W,3] render of the frozen pre-edit model (editing)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def edit_text(self, configured: str | None, who: str) -> str | None:
+        """The edit instruction of an editing guidance: its own ``edit_prompt`` option when set,
+        else the run's edit prompt (``extra['edit_prompt']``); None (or "") when there is none."""
+        text = configured if configured is not None else self.extra.get("edit_prompt")
+        if text is None:
+            return None
+        if not isinstance(text, str):
+            raise HeadgenError(f"{who}: the edit prompt must be text, got {type(text).__name__}")
+        return text.strip() or None
 
 
 class Guidance:

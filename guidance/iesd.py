@@ -58,12 +58,12 @@ class IESDGuidance(LandmarkGuidance):
         return {**super().controlnet_roles(), IP2P: self.cfg.ip2p_controlnet}
 
     def edit_prompt(self, inp: GuidanceInput) -> str:
-        text = self.cfg.edit_prompt if self.cfg.edit_prompt is not None else inp.extra.get("edit_prompt")
+        text = inp.edit_text(self.cfg.edit_prompt, "iesd")
         if not text:
             raise HeadgenError(
                 "iesd needs an edit instruction: pass the run's edit prompt or set the guidance's edit_prompt"
             )
-        return str(text)
+        return text
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
         self.check_landmarks(inp)

@@ -26,7 +26,6 @@ from guidance.base import GuidanceInput
 from guidance.controlnet_sds import ControlNetSDSConfig, LandmarkGuidance
 from guidance.distill import cfg_combine
 from headgen.config.schedule import value_at
-from headgen.errors import HeadgenError
 from headgen.registry import register
 
 
@@ -64,12 +63,7 @@ class SSDGuidance(LandmarkGuidance):
 
     def edit(self, inp: GuidanceInput) -> str | None:
         """The edit text of this run (None: not editing)."""
-        text = self.cfg.edit_prompt if self.cfg.edit_prompt is not None else inp.extra.get("edit_prompt")
-        if text is None:
-            return None
-        if not isinstance(text, str):
-            raise HeadgenError(f"ssd: the edit prompt must be text, got {type(text).__name__}")
-        return text.strip() or None
+        return inp.edit_text(self.cfg.edit_prompt, "ssd")
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
         self.check_landmarks(inp)

@@ -456,3 +456,17 @@ def test_ssd_is_sds_with_cfg_minus_sds_at_cfg_one(tiny_backbone):
     assert ssd.abs().sum() > 0 and sds_1.abs().sum() > 0
     assert torch.allclose(ssd, sds_w - sds_1, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(ssd, sds_w, rtol=1e-2, atol=1e-3)
+
+
+def test_edit_text_prefers_the_guidance_option_then_the_run_edit_prompt():
+    run = GuidanceInput(render={}, cameras=None, view_labels=["front"], prompt=PROMPT, step=0,
+                        extra={"edit_prompt": "  make it old "})
+    assert run.edit_text(None, "ssd") == "make it old"
+    assert run.edit_text("with a hat", "ssd") == "with a hat"
+    assert run.edit_text("", "ssd") is None  # "" switches editing off
+    plain = GuidanceInput(render={}, cameras=None, view_labels=["front"], prompt=PROMPT, step=0)
+    assert plain.edit_text(None, "iesd") is None
+    bad = GuidanceInput(render={}, cameras=None, view_labels=["front"], prompt=PROMPT, step=0,
+                        extra={"edit_prompt": 3})
+    with pytest.raises(HeadgenError, match="ssd: the edit prompt must be text, got int"):
+        bad.edit_text(None, "ssd")
