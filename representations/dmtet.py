@@ -201,8 +201,6 @@ class DMTet(Representation):
         self.register_buffer("box_half", torch.tensor(float(cfg.half_size)))
         self.register_buffer("initialized", torch.tensor(False))
         self._build_fields()
-        self._cache: tuple[tuple, dict[str, Tensor]] | None = None
-        self._export_cache: tuple[tuple, tuple[Mesh, Tensor]] | None = None
         self._apply_mode()
 
     _FIELDS = ("sdf", "deform", "sdf_net", "deform_net", "color_net")
@@ -210,6 +208,9 @@ class DMTet(Representation):
     def _build_fields(self) -> None:
         """(Re)create the SDF/offset parameters or networks and the colour field from ``self.cfg``."""
         cfg = self.cfg
+        # The caches are keyed by parameter ids and versions: new parameters may reuse old ids.
+        self._cache: tuple[tuple, dict[str, Tensor]] | None = None
+        self._export_cache: tuple[tuple, tuple[Mesh, Tensor]] | None = None
         for name in self._FIELDS:
             if hasattr(self, name):
                 delattr(self, name)
