@@ -107,8 +107,8 @@ def bench_hashgrid(name: str, cfg: HashGridConfig, n: int, device: torch.device,
 
 
 def bench_mesh_sdf(device: torch.device) -> None:
+    from headgen.config import build
     from headgen.geometry.sdf import MeshSDF
-    from headgen.registry import build
     from representations.dmtet import DMTet
 
     head = build("head", {"type": "builtin"}).load()

@@ -14,7 +14,7 @@ import torch
 
 from guidance.demo.experiments import TextureFit, fit_texture
 from guidance.demo.world import DemoWorld
-from headgen.registry import build
+from headgen.config import build
 
 CASES = [
     ("sds", {"cfg": 1.0}, False),

@@ -107,8 +107,8 @@ def main() -> None:
             x = render.clone().requires_grad_(True)
 
             def step(g=g, x=x) -> None:
-                inp = GuidanceInput({"rgb": x}, cams, ["front"] * b, "a face", 0, landmark_map=lmk,
-                                    source_render=render.detach(),
+                inp = GuidanceInput({"rgb": x}, cams, ["front"] * b, "a face", 0,
+                                    inputs={"landmark_map": lmk, "source_render": render.detach()},
                                     extra={"texture_latent": tex.clone().requires_grad_(True)})
                 out = g(inp, gen)
                 sum(v for k, v in out.items() if k.startswith("loss_")).backward()

@@ -82,19 +82,16 @@ class LandmarkGuidance(DistillGuidance):
         """{backbone role: model name} of the ControlNets this guidance needs."""
         return {LANDMARKS: self.cfg.controlnet} if self.uses_landmarks() else {}
 
-    def check_landmarks(self, inp: GuidanceInput) -> None:
-        """Fail before any model pass when the stage provides no landmark maps."""
-        if self.uses_landmarks() and inp.landmark_map is None:
-            name = getattr(self, "registered_name", type(self).__name__)
-            raise HeadgenError(f"{name} needs landmark maps: set the stage's landmarks option")
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ("landmark_map",) if self.uses_landmarks() else ()
 
     def landmark_controls(self, inp: GuidanceInput, z: Tensor) -> list[Control]:
         """The landmark Control for every sample but back views ([] when the ControlNet is off)."""
         if not self.uses_landmarks():
             return []
-        self.check_landmarks(inp)
-        assert inp.landmark_map is not None
-        image = control_image(inp.landmark_map, z, self.backbone, "landmark_map")
+        who = getattr(self, "registered_name", type(self).__name__)
+        image = control_image(inp.require("landmark_map", who), z, self.backbone, "landmark_map")
         active = ~back_views(inp, z.shape[0], self.cfg.back_threshold)
         return [Control(LANDMARKS, image, value_at(self.cfg.conditioning_scale, inp.step), active)]
 
@@ -107,6 +104,22 @@ class LandmarkGuidance(DistillGuidance):
         return [Branch(texts, controls, subject=inp.prompt), Branch([self.negative(inp)] * b, list(controls))]
 
 
+@dataclass(kw_only=True)
+class SwitchableControlNetConfig(ControlNetSDSConfig):
+    use_controlnet: bool = True
+    """Condition on the landmark map through the landmark ControlNet (back views use the plain UNet)."""
+
+    def unused_models(self) -> set[str]:
+        return set() if self.use_controlnet else {"controlnet"}
+
+
+class SwitchableLandmarkGuidance(LandmarkGuidance):
+    """A landmark guidance whose ControlNet a recipe may switch off (``use_controlnet``; not registered)."""
+
+    def uses_landmarks(self) -> bool:
+        return self.cfg.use_controlnet
+
+
 @register("guidance", "controlnet-sds")
 class ControlNetSDSGuidance(LandmarkGuidance):
     """ControlNet SDS (HeadSculpt): SDS through a landmark ControlNet, back views on the plain UNet."""
@@ -114,9 +127,7 @@ class ControlNetSDSGuidance(LandmarkGuidance):
     Config = ControlNetSDSConfig
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
-        self.check_landmarks(inp)
-        z = self.latents(inp)
-        t, noise, z_t = self.noise_and_t(z, inp.step, generator)
+        z, t, noise, z_t = self.start(inp, generator)
         branches = self.cfg_branches(inp, z)
         with torch.no_grad():
             eps_c, eps_u = self.backbone.eps(z_t, t, branches, self.views(inp))

@@ -70,6 +70,27 @@ class DistillGuidance(Guidance):
         self.total_steps = 1
         self.backbone = backbone if backbone is not None else self.make_backbone(ctx)
 
+    optional_inputs: tuple[str, ...] = ()
+    """Declared inputs that may be None (e.g. ``edit_text`` outside editing runs)."""
+
+    def on_stage_start(self, total_steps: int) -> None:
+        self.total_steps = total_steps  # schedules over the stage (e.g. decreasing t)
+
+    def check_inputs(self, inp: GuidanceInput) -> None:
+        """Fail before any model pass when a declared input is missing."""
+        who = getattr(self, "registered_name", type(self).__name__)
+        for name in self.inputs:
+            if name not in self.optional_inputs:
+                inp.require(name, who)
+
+    def start(self, inp: GuidanceInput, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The opening every SDS-like step shares: check the declared inputs, encode the render, then
+        draw t and the noise: ``(z, t, noise, z_t)``."""
+        self.check_inputs(inp)
+        z = self.latents(inp)
+        t, noise, z_t = self.noise_and_t(z, inp.step, generator)
+        return z, t, noise, z_t
+
     def make_backbone(self, ctx: Any) -> DiffusionBackbone:
         from guidance.factory import get_backbone
 
@@ -101,8 +122,7 @@ class DistillGuidance(Guidance):
 
     def sds_grad(self, inp: GuidanceInput, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Plain text-conditioned SDS: (latents z, grad = w(t) (eps_cfg - eps), t); draws t then noise."""
-        z = self.latents(inp)
-        t, noise, z_t = self.noise_and_t(z, inp.step, generator)
+        z, t, noise, z_t = self.start(inp, generator)
         b = z.shape[0]
         texts = view_texts(self.cfg.prompt, inp.prompt, inp.view_labels or ["front"] * b)
         with torch.no_grad():

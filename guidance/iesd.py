@@ -45,7 +45,7 @@ class IESDConfig(ControlNetSDSConfig):
     edit_cfg: Scalar | None = None
     """CFG scale of the edit score (null: the same as cfg, the identity score's scale)."""
     edit_prompt: str | None = None
-    """The edit instruction (null: the run's edit prompt, passed as inp.extra['edit_prompt'])."""
+    """The edit instruction (null: the run's edit prompt, the input edit_text)."""
 
 
 @register("guidance", "iesd")
@@ -53,6 +53,12 @@ class IESDGuidance(LandmarkGuidance):
     """IESD (HeadSculpt editing): SDS on eps_id + l_e (eps_edit - eps_id) from landmark + ip2p ControlNets."""
 
     Config = IESDConfig
+
+    optional_inputs = ("edit_text",)  # the guidance's own edit_prompt may stand in (checked in edit_prompt)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (*super().inputs, "source_render", "edit_text")
 
     def controlnet_roles(self) -> dict[str, str]:
         return {**super().controlnet_roles(), IP2P: self.cfg.ip2p_controlnet}
@@ -66,19 +72,13 @@ class IESDGuidance(LandmarkGuidance):
         return text
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
-        self.check_landmarks(inp)
-        if inp.source_render is None:
-            raise HeadgenError(
-                "iesd needs source renders (the frozen pre-edit model rendered at the same cameras) as the "
-                "InstructPix2Pix control image: run it in an editing stage that renders the source model"
-            )
+        self.check_inputs(inp)
         edit = self.edit_prompt(inp)
-        z = self.latents(inp)
-        t, noise, z_t = self.noise_and_t(z, inp.step, generator)
+        z, t, noise, z_t = self.start(inp, generator)
         b = z.shape[0]
         identity = self.cfg_branches(inp, z)
         landmark = identity[0].controls
-        source = control_image(inp.source_render, z, self.backbone, "source_render")
+        source = control_image(inp.inputs["source_render"], z, self.backbone, "source_render")
         controls = [*landmark, Control(IP2P, source, value_at(self.cfg.ip2p_scale, inp.step))]
         edit_branches = [
             Branch([edit] * b, controls, subject=inp.prompt, edit=edit),

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from guidance.backbone import resize_images
 from guidance.base import GuidanceInput
-from guidance.controlnet_sds import ControlNetSDSConfig, LandmarkGuidance
+from guidance.controlnet_sds import SwitchableControlNetConfig, SwitchableLandmarkGuidance
 from guidance.perceptual import ImageLoss, ImageLossConfig
 from guidance.sampling import ddim_scheduler, sdedit_sample
 from guidance.timesteps import TimestepConfig, sample_timesteps
@@ -33,7 +33,7 @@ def _refine_timesteps() -> TimestepConfig:
 
 
 @dataclass(kw_only=True)
-class SampleRefineConfig(ControlNetSDSConfig):
+class SampleRefineConfig(SwitchableControlNetConfig):
     cfg: Scalar = 7.5
     """CFG scale of the sample (diffusers convention)."""
     timesteps: TimestepConfig = field(default_factory=_refine_timesteps)
@@ -41,8 +41,6 @@ class SampleRefineConfig(ControlNetSDSConfig):
     weighting is not used."""
     sample_steps: int = 20
     """DDIM steps over the whole schedule (a sample from t runs about sample_steps * t of them)."""
-    use_controlnet: bool = True
-    """Condition the sample on the landmark map (back views use the plain UNet)."""
     loss: ImageLossConfig = field(default_factory=ImageLossConfig)
     """Distance from the render to the sample: {kind: l2|l1|lpips, vgg: PATH, linear: PATH}."""
 
@@ -57,12 +55,9 @@ class SampleRefineConfig(ControlNetSDSConfig):
             raise ValueError("sample-refine has no SDS gradient to clip: leave grad_clip null "
                              "(clip the optimiser's gradient norm with optimizer.grad_clip)")
 
-    def unused_models(self) -> set[str]:
-        return set() if self.use_controlnet else {"controlnet"}
-
 
 @register("guidance", "sample-refine")
-class SampleRefineGuidance(LandmarkGuidance):
+class SampleRefineGuidance(SwitchableLandmarkGuidance):
     """Image-space loss from the render to a CFG sample of it (SDEdit + DDIM through the ControlNet)."""
 
     Config = SampleRefineConfig
@@ -72,11 +67,8 @@ class SampleRefineGuidance(LandmarkGuidance):
         self.image_loss = ImageLoss(cfg.loss)
         self.scheduler = ddim_scheduler(self.backbone)
 
-    def uses_landmarks(self) -> bool:
-        return self.cfg.use_controlnet
-
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
-        self.check_landmarks(inp)
+        self.check_inputs(inp)
         image = resize_images(inp.render[self.cfg.image_key][..., :3], self.cfg.resolution)
         with torch.no_grad():
             z0 = self.backbone.encode(image.detach())

@@ -23,16 +23,14 @@ from torch import Tensor
 
 from guidance.backbone import Branch
 from guidance.base import GuidanceInput
-from guidance.controlnet_sds import ControlNetSDSConfig, LandmarkGuidance
+from guidance.controlnet_sds import SwitchableControlNetConfig, SwitchableLandmarkGuidance
 from guidance.distill import cfg_combine
 from headgen.config.schedule import value_at
 from headgen.registry import register
 
 
 @dataclass(kw_only=True)
-class SSDConfig(ControlNetSDSConfig):
-    use_controlnet: bool = True
-    """Condition on the landmark map through the landmark ControlNet (back views use the plain UNet)."""
+class SSDConfig(SwitchableControlNetConfig):
     view_dependent_reference: bool = False
     """The reference eps_1 uses the view-dependent prompt (true) or the plain prompt (false, HeadArtist)."""
     ablation: Literal["ssd", "sds"] = "ssd"
@@ -48,27 +46,24 @@ class SSDConfig(ControlNetSDSConfig):
         if missing:
             raise ValueError(f"edit_template must contain {' and '.join(missing)}, got {self.edit_template!r}")
 
-    def unused_models(self) -> set[str]:
-        return set() if self.use_controlnet else {"controlnet"}
-
 
 @register("guidance", "ssd")
-class SSDGuidance(LandmarkGuidance):
+class SSDGuidance(SwitchableLandmarkGuidance):
     """SSD (HeadArtist): grad = w(t) (eps_u' + w (eps_c - eps_u') - eps_c(reference)), no noise term."""
 
     Config = SSDConfig
+    optional_inputs = ("edit_text",)  # no edit text: not an editing run
 
-    def uses_landmarks(self) -> bool:
-        return self.cfg.use_controlnet
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (*super().inputs, "edit_text")
 
     def edit(self, inp: GuidanceInput) -> str | None:
         """The edit text of this run (None: not editing)."""
         return inp.edit_text(self.cfg.edit_prompt, "ssd")
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
-        self.check_landmarks(inp)
-        z = self.latents(inp)
-        t, noise, z_t = self.noise_and_t(z, inp.step, generator)
+        z, t, noise, z_t = self.start(inp, generator)
         b = z.shape[0]
         edit = self.edit(inp)
         text = inp.prompt

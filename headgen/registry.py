@@ -1,6 +1,6 @@
 """The registry: every part (stage, representation, renderer, guidance, ...) is a class
 registered under a kind and a name, and built from a YAML node validated against the class's own
-``Config`` dataclass.
+``Config`` dataclass (:func:`headgen.config.build`).
 
 Third-party parts need no edit to any core file: a module that calls :func:`register` is
 imported through the ``headgen.plugins`` entry-point group or ``launch.py --plugin module``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from headgen.errors import HeadgenError, RegistryError, did_you_mean
 
@@ -28,6 +28,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "headgen.render.volume",
     "headgen.heads",
     "headgen.selection",
+    "headgen.inputs",
     "headgen.export",
     "guidance",
     "guidance.hair_select",
@@ -76,13 +77,6 @@ def lookup(kind: str, name: str, path: str = "") -> type:
             f"known {kind} names: {', '.join(sorted(table))}"
         )
     return table[name]
-
-
-def build(kind: str, node: Any, *args: Any, path: str = "", **kwargs: Any) -> Any:
-    """Validate ``node`` (``{type: NAME, ...}``) and construct the registered part."""
-    from headgen.config.typed import _component
-
-    return _component(kind, "type", node, path or kind).build(*args, **kwargs)
 
 
 def registered() -> dict[str, dict[str, type]]:

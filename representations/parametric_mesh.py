@@ -217,6 +217,9 @@ class ParametricMesh(Representation):
         """Expression blendshape names and deltas [E,V,3] (morph targets of exported assets)."""
         return list(self.head.expression_names), self._expr_basis
 
+    def head_identity(self) -> Tensor:
+        return self.beta_star
+
     def landmarks_mediapipe(self) -> Tensor:
         """[478,3] MediaPipe landmarks on the current surface (NaN where the head has none)."""
         return self.head.landmarks_mediapipe(self.vertices())

@@ -54,13 +54,16 @@ def _runs(out: Path) -> dict[str, Path]:
     return runs
 
 
-def _tensor_hashes(run: Path) -> dict[str, str]:
+def _tensor_hashes(run: Path, tmp: str) -> dict[str, str]:
+    import torch
     from safetensors.torch import load_file
 
     hashes: dict[str, str] = {}
     for path in sorted((run / "stages").glob("*/result.safetensors")):
         for key, tensor in sorted(load_file(str(path)).items()):
             data = tensor.contiguous().cpu().numpy().tobytes()
+            if tensor.dtype == torch.uint8:  # JSON notes (e.g. hair_info) may name the temporary folder
+                data = data.replace(tmp.encode(), b"<tmp>")
             hashes[f"{path.parent.name}/{key}"] = hashlib.sha256(data).hexdigest()[:16]
     return hashes
 
@@ -74,8 +77,9 @@ def record(path: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, run in _runs(Path(tmp)).items():
             metrics = json.loads((run / "summary.json").read_text())["metrics"]
-            kept = {k: v for k, v in metrics.items() if not any(t in k for t in TIMING)}
-            snapshot[name] = {"metrics": kept, "tensors": _tensor_hashes(run)}
+            kept = {k: v.replace(tmp, "<tmp>") if isinstance(v, str) else v
+                    for k, v in metrics.items() if not any(t in k for t in TIMING)}
+            snapshot[name] = {"metrics": kept, "tensors": _tensor_hashes(run, tmp)}
     path.write_text(json.dumps(snapshot, indent=1, sort_keys=True))
     counts = ", ".join(f"{n}: {len(s['metrics'])} metrics, {len(s['tensors'])} tensors" for n, s in snapshot.items())
     print(f"recorded {path} in {time.time() - start:.0f} s ({counts})")

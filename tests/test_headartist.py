@@ -137,11 +137,12 @@ def _guidance(stage: str, backbone: DiffusionBackbone, **options):
     return cls(parse(cls.Config, {**node, **options}), None, backbone=backbone)
 
 
-def _input(key: str, channels: int = 3, **kw) -> GuidanceInput:
+def _input(key: str, channels: int = 3, edit: str | None = None) -> GuidanceInput:
     cams = Cameras.from_spherical(torch.tensor([10.0, 5.0]), torch.tensor([0.0, 150.0]), torch.full((2,), 3.0),
                                   torch.full((2,), 40.0), 64)
     return GuidanceInput({key: torch.rand(2, 64, 64, channels)}, cams, ["front", "back"], "a bald man", 0,
-                         negative_prompt="cartoon", landmark_map=torch.zeros(2, 64, 64, 3), **kw)
+                         negative_prompt="cartoon",
+                         inputs={"landmark_map": torch.zeros(2, 64, 64, 3), "edit_text": edit})
 
 
 def test_geometry_latent_stage_guides_normal_opacity_as_a_64x64_latent():
@@ -159,13 +160,13 @@ def test_geometry_latent_stage_guides_normal_opacity_as_a_64x64_latent():
 def test_edit_prompt_makes_the_conditional_branch_the_edited_head():
     bb = _CountingBackbone()
     guidance = _guidance("texture", bb)
-    guidance(_input("rgb", extra={"edit_prompt": "with dark skin"}), torch.Generator().manual_seed(0))
+    guidance(_input("rgb", edit="with dark skin"), torch.Generator().manual_seed(0))
     cond, uncond = bb.seen[0][1]
     assert cond.texts == ["a bald man, with dark skin"] * 2
     assert (cond.subject, cond.edit) == ("a bald man", "with dark skin")  # what the demo prior reads
     assert uncond.subject is None and uncond.texts == ["cartoon"] * 2
     plain = _CountingBackbone()
-    _guidance("texture", plain, edit_prompt="")(_input("rgb", extra={"edit_prompt": "old"}),
+    _guidance("texture", plain, edit_prompt="")(_input("rgb", edit="old"),
                                                 torch.Generator().manual_seed(0))
     assert plain.seen[0][1][0].texts == ["a bald man"] * 2 and plain.seen[0][1][0].edit is None
     with pytest.raises(ConfigError, match="edit_template must contain {edit}"):

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from headgen.config import build
 from headgen.errors import HeadgenError, RegistryError
-from headgen.registry import build, load_plugins, lookup, register, registered
+from headgen.registry import load_plugins, lookup, register, registered
 
 
 def test_register_build_and_validate():

@@ -66,7 +66,7 @@ def fit_texture(world: DemoWorld, fit: TextureFit, record_every: int = 0) -> tup
         out = renderer.render(rep.render_input(), views.cameras, views.lights, modes=("rgb",), generator=gen)
         lmk = render_landmark_map(points, views.cameras) if fit.landmarks else None
         inp = GuidanceInput(out, views.cameras, views.view_labels, world.prompt, step, lights=views.lights,
-                            landmark_map=lmk)
+                            inputs={"landmark_map": lmk} if lmk is not None else {})
         terms = guidance(inp, gen)
         loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
         opt.zero_grad()

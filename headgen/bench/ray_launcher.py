@@ -31,7 +31,7 @@ def _import_ray() -> Any:
 
 
 def _task(spec: dict[str, Any], verbose: bool) -> dict[str, Any]:
-    from headgen.bench.runner import run_one
+    from headgen.bench.one_run import run_one
 
     return run_one(spec, verbose=verbose)
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, Union
 
 from headgen.config.schedule import Schedule
 from headgen.errors import ConfigError, did_you_mean
+from headgen.registry import lookup
 
 
 @dataclass
@@ -31,8 +32,6 @@ class Component:
     """An instance of the registered class's ``Config`` dataclass."""
 
     def build(self, *args: Any, **kwargs: Any) -> Any:
-        from headgen.registry import lookup
-
         return lookup(self.kind, self.type)(self.config, *args, **kwargs)
 
 
@@ -192,9 +191,12 @@ def _is_optional(tp: Any) -> bool:
     return typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
-def _component(kind: str, key: str, value: Any, path: str) -> Component:
-    from headgen.registry import lookup
+def build(kind: str, node: Any, *args: Any, path: str = "", **kwargs: Any) -> Any:
+    """Validate ``node`` (``{type: NAME, ...}``) and construct the registered part of ``kind``."""
+    return _component(kind, "type", node, path or kind).build(*args, **kwargs)
 
+
+def _component(kind: str, key: str, value: Any, path: str) -> Component:
     if isinstance(value, str):  # shorthand: `guidance: sds` means `{type: sds}`
         value = {key: value}
     if not _is_mapping(value):

@@ -1,8 +1,10 @@
 """The ``optimize`` stage: one generic Lightning module for every method.
 
-Each step: sample a camera batch, render the representation, call the guidance, add its
-``loss_*`` terms weighted by the matching ``lambda_*`` of the stage's ``losses``, add the
-representation's regularisers named there, step the optimiser. No per-method system classes.
+Each step: sample a camera batch, render the representation, make the inputs the guidance
+declares (:mod:`headgen.inputs`), call the guidance, add its ``loss_*`` terms weighted by the
+matching ``lambda_*`` of the stage's ``losses``, add the representation's regularisers named
+there, step the optimiser, then call the representation's and the guidance's ``on_step_end``
+(either may change its parameter set). No per-method system classes, no per-method settings.
 """
 
 from __future__ import annotations
@@ -10,24 +12,30 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from guidance.base import GuidanceInput
 from headgen.config.schedule import Scalar, value_at
-from headgen.config.typed import Component, component
+from headgen.config.typed import Component, component, config_class
 from headgen.context import RunContext
-from headgen.errors import ConfigError, NonFiniteLossError, did_you_mean
-from headgen.registry import register
+from headgen.errors import ConfigError, NonFiniteLossError, RegistryError, did_you_mean
+from headgen.inputs.base import InputProvider, StepState
+from headgen.registry import lookup, register
+from headgen.rundir import atomic_write
 from headgen.stages.base import Stage
 from headgen.stages.callbacks import AtomicCheckpoint, StageProgressBar
 from headgen.stages.results import save_result
+
+GUIDANCE_WEIGHTS = "guidance.safetensors"
+"""Where an optimize stage leaves the final weights of a guidance that trains its own (``Guidance.module``)."""
 
 
 @dataclass
@@ -37,7 +45,8 @@ class OptimizerConfig:
     lr: Scalar = 1.0e-3
     """Learning rate of every group not listed in `groups` (a schedule scales it over steps)."""
     groups: dict[str, Scalar] = field(default_factory=dict)
-    """Learning rate per named parameter group; when non-empty, ONLY these groups are trained."""
+    """Learning rate per named parameter group; when non-empty, ONLY these groups of the representation
+    are trained (a guidance's own groups are always trained, at its own rate unless named here)."""
     betas: tuple[float, float] = (0.9, 0.99)
     """Adam betas."""
     eps: float = 1.0e-15
@@ -72,13 +81,9 @@ class OptimizeConfig:
     """Log scalars to CSV/TensorBoard every this many steps."""
     preview_every: int = 0
     """Save a preview image every this many steps (0: only at the end)."""
-    landmarks: Literal["off", "head", "representation"] = "off"
-    """Landmark maps for ControlNet guidance: head = the head model's landmarks (selected identity when the
-    representation has one, else the template); representation = the representation's own (parametric meshes)."""
-    source_render: bool = False
-    """Render the frozen source head (a `load` stage's) at the same cameras for the guidance (IESD)."""
-    landmark_back_view: Literal["oval", "none"] = "oval"
-    """Back views (|azimuth| > 90) draw the face oval only (HeadArtist) or nothing (HeadSculpt)."""
+    inputs: dict[str, Component] = component("input", default={})
+    """Providers of the inputs the guidance declares, by input name ({landmark_map: {type: landmark_map,
+    back_view: none}}); a declared input not named here gets the provider registered under its name."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -111,14 +116,21 @@ class OptimizeSystem(pl.LightningModule):
         guidance: Any,
         ctx: RunContext,
         generator: torch.Generator,
+        providers: dict[str, InputProvider] | None = None,
     ):
         super().__init__()
         self.stage_name = stage_name
         self.cfg = cfg
         self.representation = representation
+        # A guidance's own trainable weights join the module tree: checkpointed and resumed with the rest.
+        module = guidance.module() if guidance is not None else None
+        if module is not None:
+            self.guidance_module = module
         # Frozen parts stay out of the module tree so checkpoints hold only what is learned.
         self._parts = {"renderer": renderer, "cameras": cameras, "guidance": guidance, "ctx": ctx}
+        self.providers: dict[str, InputProvider] = dict(providers or {})
         self.generator = generator
+        self._trained: set[int] = set()
         modes = list(getattr(guidance, "required_modes", ())) + list(cfg.modes)
         self.modes = tuple(dict.fromkeys(modes or ["rgb"]))
         self._checked_terms = False
@@ -156,6 +168,7 @@ class OptimizeSystem(pl.LightningModule):
         render = self.forward_render(views)
         terms: dict[str, Tensor] = {}
         if self.guidance is not None:
+            state = StepState(self.stage_name, step, self.representation, self.renderer, views, render, self.device)
             inp = GuidanceInput(
                 render=render,
                 cameras=views.cameras,
@@ -164,9 +177,8 @@ class OptimizeSystem(pl.LightningModule):
                 negative_prompt=self.ctx.config.negative_prompt,
                 step=step,
                 lights=getattr(views, "lights", None),
-                landmark_map=self.landmark_map(views.cameras, render),
-                source_render=self.source_render(views),
-                extra=self.guidance_extras(),
+                inputs={name: provider(state) for name, provider in self.providers.items()},
+                extra=dict(self.representation.guidance_extras()),
             )
             terms.update(self.guidance(inp, self.generator))
         losses = self.cfg.losses
@@ -202,48 +214,6 @@ class OptimizeSystem(pl.LightningModule):
         self.log("loss", logged["loss"], prog_bar=True, logger=False)
         return total
 
-    @torch.no_grad()
-    def source_render(self, views: Any) -> Tensor | None:
-        """[B,H,W,3] render of the frozen pre-edit head at the batch's cameras, or None."""
-        if not self.cfg.source_render:
-            return None
-        source = self.ctx.state.get("source_representation")
-        if source is None:
-            raise ConfigError(
-                f"stages.{self.stage_name}.source_render: no source head: start the recipe with a load stage"
-            )
-        out = self.renderer.render(source.render_input(), views.cameras, views.lights, modes=("rgb",))
-        return out["rgb"]
-
-    def guidance_extras(self) -> dict[str, Any]:
-        extra = dict(self.representation.guidance_extras())
-        if self.ctx.config.edit_prompt:
-            extra["edit_prompt"] = self.ctx.config.edit_prompt
-        return extra
-
-    def landmark_map(self, cameras: Any, render: dict[str, Tensor]) -> Tensor | None:
-        """[B,H,W,3] MediaPipe contour maps at the batch's cameras (the render's size), or None."""
-        mode = self.cfg.landmarks
-        if mode == "off":
-            return None
-        from headgen.render.landmarks import render_landmark_map
-
-        if mode == "representation":
-            fn = getattr(self.representation, "landmarks_mediapipe", None)
-            if fn is None:
-                raise ConfigError(
-                    f"stages.{self.stage_name}.landmarks: representation has no landmarks of its own; use head"
-                )
-            points = fn().detach()
-        else:
-            head = self.ctx.head
-            beta = getattr(self.representation, "beta_star", None)
-            points = head.landmarks_mediapipe(head.vertices(beta.detach().cpu()) if beta is not None else None)
-        any_image = next(iter(render.values()))
-        size = any_image.shape[1]
-        cams = replace(cameras, height=size, width=any_image.shape[2])
-        return render_landmark_map(points.to(self.device), cams, back_view=self.cfg.landmark_back_view).to(self.device)
-
     def _check_terms(self, guided: set[str]) -> None:
         self._checked_terms = True
         lambdas = {k[len("lambda_") :] for k in self.cfg.losses}
@@ -272,32 +242,78 @@ class OptimizeSystem(pl.LightningModule):
         )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        bad = [
-            n
-            for n, p in self.representation.named_parameters()
-            if p.grad is not None and not torch.isfinite(p.grad).all()
-        ]
+        bad = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
         if bad:
             self._raise_non_finite(int(self.global_step), {f"grad[{bad[0]}]": math.nan})
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Here rather than in on_train_batch_end: the checkpoint callback runs before that hook, and a
+        # resumed run must start from the parameter set the step left.
+        super().optimizer_step(*args, **kwargs)
+        step = int(self.global_step)
+        changed = self.representation.on_step_end(step)
+        if self.guidance is not None:
+            changed = self.guidance.on_step_end(step) or changed
+        if changed:
+            self._sync_optimizer()
+
+    def _groups(self) -> tuple[dict[str, list[torch.nn.Parameter]], dict[str, list[torch.nn.Parameter]]]:
+        """(the representation's, the guidance's) named parameter groups, as they are now."""
+        own = self.guidance.param_groups() if self.guidance is not None else {}
+        groups = self.representation.param_groups()
+        clash = sorted(set(own) & set(groups))
+        if clash:
+            raise ConfigError(
+                f"stages.{self.stage_name}: the representation and the guidance both name a parameter group "
+                f"'{clash[0]}'; rename one of them"
+            )
+        return groups, own
+
+    def _sync_optimizer(self) -> None:
+        """Point the optimiser at the current parameters after a part added or removed some: the state
+        of parameters that stayed is kept, removed ones are dropped, new ones start fresh."""
+        groups, own = self._groups()
+        current = {**groups, **own}
+        opt = self.optimizers(use_pl_optimizer=False)
+        for group in opt.param_groups:
+            params = list(current[group["name"]])
+            keep = {id(p) for p in params}
+            for p in group["params"]:
+                if id(p) not in keep:
+                    opt.state.pop(p, None)
+            group["params"] = params
+            self._trained.update(id(p) for p in params)
+        for p in self.parameters():
+            p.requires_grad_(id(p) in self._trained)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        prefix = "representation."
+        state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        self.representation.before_load(state)  # a representation whose parameter count changed resizes here
+        self.generator.set_state(checkpoint["headgen"]["generator"])
+
     def configure_optimizers(self) -> Any:
         opt_cfg = self.cfg.optimizer
-        groups = self.representation.param_groups()
+        groups, own = self._groups()
         if opt_cfg.groups:
-            unknown = [g for g in opt_cfg.groups if g not in groups]
+            known = [*groups, *own]
+            unknown = [g for g in opt_cfg.groups if g not in known]
             if unknown:
                 raise ConfigError(
-                    f"stages.{self.stage_name}.optimizer.groups.{unknown[0]}: the representation has no "
-                    f"parameter group '{unknown[0]}'{did_you_mean(unknown[0], groups)}; groups: {', '.join(groups)}"
+                    f"stages.{self.stage_name}.optimizer.groups.{unknown[0]}: there is no parameter group "
+                    f"'{unknown[0]}'{did_you_mean(unknown[0], known)}; groups: {', '.join(known)}"
                 )
-            selected = {g: opt_cfg.groups[g] for g in opt_cfg.groups}
+            selected = {g: opt_cfg.groups[g] for g in opt_cfg.groups if g in groups}
         else:
             selected = {g: opt_cfg.lr for g in groups}
+        selected.update({g: opt_cfg.groups.get(g, self.guidance.group_lr(g)) for g in own})
+        groups = {**groups, **own}
         trained = {id(p) for g in selected for p in groups[g]}
-        for p in self.representation.parameters():
+        for p in self.parameters():
             p.requires_grad_(id(p) in trained)
         if not trained:
             raise ConfigError(f"stages.{self.stage_name}.optimizer: no parameter is trained")
+        self._trained = trained
         lrs = [selected[g] for g in selected]
         param_groups = [{"params": groups[g], "lr": 1.0, "name": g} for g in selected]
         if opt_cfg.name == "sgd":
@@ -314,9 +330,6 @@ class OptimizeSystem(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["headgen"] = {"generator": self.generator.get_state(), "stage": self.stage_name}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.generator.set_state(checkpoint["headgen"]["generator"])
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Steps(), batch_size=None)
@@ -339,13 +352,15 @@ class OptimizeStage(Stage):
         renderer = self.cfg.renderer.build()
         cameras = self.cfg.cameras.build()
         guidance = self.cfg.guidance.build(ctx) if self.cfg.guidance is not None else None
+        representation.on_stage_start(self.cfg.steps)
         if guidance is not None:
             guidance = guidance.to(ctx.device)
-            guidance.total_steps = self.cfg.steps  # for schedules over the stage (e.g. decreasing t)
+            guidance.on_stage_start(self.cfg.steps)
             if getattr(guidance, "backbone", None) is not None:
                 representation.attach(guidance.backbone)
+        providers = self.build_inputs(ctx, guidance)
         system = OptimizeSystem(
-            self.name, self.cfg, representation, renderer, cameras, guidance, ctx, ctx.generator(self.name)
+            self.name, self.cfg, representation, renderer, cameras, guidance, ctx, ctx.generator(self.name), providers
         )
         if self.cfg.steps > 0:
             with _quiet_lightning(ctx.verbose):
@@ -355,9 +370,37 @@ class OptimizeStage(Stage):
         representation.finalize()
         ctx.state["representation"] = representation
         save_result(stage_dir, representation)
+        module = guidance.module() if guidance is not None else None
+        if module is not None:  # e.g. a VSD LoRA: kept beside the result for inspection or reuse
+            tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            atomic_write(stage_dir / GUIDANCE_WEIGHTS, lambda p: save_file(tensors, str(p)))
         ctx.metrics.update({f"{self.name}/{k}": v for k, v in representation.metrics(ctx).items()})
         if system.last_terms:
             ctx.metrics[f"{self.name}/final_loss"] = system.last_terms["loss"]
+
+    def build_inputs(self, ctx: RunContext, guidance: Any) -> dict[str, InputProvider]:
+        """One provider per input the guidance declares: the stage's ``inputs.<name>`` node, else the
+        provider registered under the input's name (with its defaults)."""
+        declared = tuple(getattr(guidance, "inputs", ())) if guidance is not None else ()
+        providers: dict[str, InputProvider] = {}
+        for name in declared:
+            node = self.cfg.inputs.get(name)
+            if node is not None:
+                providers[name] = node.build(ctx, self.name)
+                continue
+            try:
+                cls = lookup("input", name)
+            except RegistryError as exc:
+                raise ConfigError(
+                    f"stages.{self.name}.inputs.{name}: the guidance needs the input '{name}' and no provider is "
+                    f"registered under that name; name one: inputs: {{{name}: {{type: <input provider>}}}} ({exc})"
+                ) from exc
+            providers[name] = cls(config_class(cls)(), ctx, self.name)
+        unused = sorted(set(self.cfg.inputs) - set(declared))
+        if unused:
+            ctx.log(f"[{self.name}] note: inputs.{unused[0]} is configured but the guidance does not read it "
+                    f"(it reads: {', '.join(declared) or 'nothing besides the render'})")
+        return providers
 
 
 def make_trainer(

@@ -46,6 +46,7 @@ def load_result(stage_dir: Path, ctx: Any) -> Any:
     except (OSError, KeyError, json.JSONDecodeError, SafetensorError) as exc:
         raise ResumeError(f"{stage_dir}: the saved stage result is missing or corrupt ({exc})") from exc
     rep = cls(cfg, ctx)
+    rep.before_load(tensors)
     rep.load_state_dict(tensors)
     return rep.to(ctx.device)
 

@@ -12,13 +12,12 @@ import pytest
 import torch
 import trimesh
 
-from headgen.config import parse
+from headgen.config import build, parse
 from headgen.errors import HeadgenError
 from headgen.export.animation import AnimationExporter, interpolate, keyframe_weights, render_expressions
 from headgen.export.gltf import GlbExporter, split_uv_seams
 from headgen.export.images import to_uint8
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
-from headgen.registry import build
 from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
 
 _NUM = {5126: np.float32, 5125: np.uint32}

@@ -21,11 +21,10 @@ from guidance.clip_select import (
 from guidance.demo.clip import DemoClip, projection
 from guidance.demo.world import DemoWorld
 from headgen.cameras import Lights
-from headgen.config import parse
+from headgen.config import build, parse
 from headgen.config.recipe import ModelSpec
 from headgen.geometry.mesh import Mesh
 from headgen.models.random_init import save_random_clip
-from headgen.registry import build
 from headgen.render.mesh_renderer import MeshRenderer
 from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
 

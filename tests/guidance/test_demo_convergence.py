@@ -11,7 +11,7 @@ import pytest
 
 from guidance.demo.experiments import TextureFit, fit_texture
 from guidance.demo.world import DemoWorld
-from headgen.registry import build
+from headgen.config import build
 
 PROMPT = "an old man with a grey beard"
 

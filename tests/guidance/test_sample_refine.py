@@ -87,7 +87,7 @@ def _input(size: int = 32, b: int = 1) -> GuidanceInput:
     cams = Cameras.from_spherical(torch.zeros(b), torch.zeros(b), torch.full((b,), 3.0), torch.full((b,), 40.0), size)
     render = torch.rand(b, size, size, 3, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
     return GuidanceInput({"rgb": render}, cams, ["front"] * b, "a face", 0, negative_prompt="blurry",
-                         landmark_map=torch.zeros(b, size, size, 3))
+                         inputs={"landmark_map": torch.zeros(b, size, size, 3)})
 
 
 def make(backbone, **options) -> SampleRefineGuidance:
@@ -119,7 +119,7 @@ def test_refine_on_tiny_sd_with_landmark_controlnet(tiny_backbone):
     assert 3 <= n <= 6 and tiny_backbone.calls["controlnet:landmarks"] == n  # t in [200, 500]: 3-6 DDIM steps
     out["loss_refine"].backward()
     assert inp.render["rgb"].grad.abs().sum() > 0
-    with pytest.raises(HeadgenError, match="needs landmark maps"):
+    with pytest.raises(HeadgenError, match="sample-refine needs the input 'landmark_map'"):
         guidance(GuidanceInput({"rgb": torch.rand(1, 32, 32, 3)}, inp.cameras, ["front"], "a face", 0),
                  torch.Generator())
 

@@ -88,9 +88,11 @@ def batch_sizes(module) -> list[int]:
     return seen
 
 
-def inputs(z, labels, **kw) -> GuidanceInput:
+def inputs(z, labels, landmark_map=None, source_render=None, edit=None, **kw) -> GuidanceInput:
+    """A latent-space GuidanceInput with the given declared inputs (None: not provided)."""
+    provided = {"landmark_map": landmark_map, "source_render": source_render, "edit_text": edit}
     return GuidanceInput(render={"latent": z}, cameras=None, view_labels=labels, prompt=PROMPT, step=0,
-                         negative_prompt="ignored", **kw)
+                         negative_prompt="ignored", inputs={k: v for k, v in provided.items() if v is not None}, **kw)
 
 
 # ---------------------------------------------------------------- controlnet-sds
@@ -141,15 +143,17 @@ def test_headsculpt_recipe_back_views_use_the_plain_unet(which, tiny_models, tin
     from guidance.factory import load_pretrained
     from guidance.prompts import PromptConfig
     from headgen.camera_sampling import view_labels
+    from headgen.config import build
     from headgen.config.compose import compose
-    from headgen.registry import build, lookup
+    from headgen.registry import lookup
     from headgen.render.landmarks import render_landmark_map
 
     recipe, stage_name = HEADSCULPT[which]
     stage = compose(recipe, ["source=/unused"] if which == "edit" else [])["stages"][stage_name]
     node = {k: v for k, v in stage["guidance"].items() if k != "type"}
     cls = lookup("guidance", stage["guidance"]["type"])
-    assert cls in (ControlNetSDSGuidance, IESDGuidance) and stage["landmark_back_view"] == "none"
+    back_view = stage["inputs"]["landmark_map"]["back_view"]
+    assert cls in (ControlNetSDSGuidance, IESDGuidance) and back_view == "none"
     token_file = tmp_path / "back-view.safetensors"
     save_file({"<back-view>": torch.randn(1, 16, generator=gen(0))}, str(token_file))
     prompt = parse(PromptConfig, {**node["prompt"], "token_file": str(token_file), "cache_dir": None})
@@ -168,7 +172,7 @@ def test_headsculpt_recipe_back_views_use_the_plain_unet(which, tiny_models, tin
     labels = view_labels(cams, front_threshold=cam_cfg["front_threshold"], back_threshold=cam_cfg["back_threshold"])
     assert labels == ["front", "side", "side", "back"]
     head = build("head", {"type": "builtin"}).load()
-    lm = render_landmark_map(head.landmarks_mediapipe(), cams, back_view=stage["landmark_back_view"])
+    lm = render_landmark_map(head.landmarks_mediapipe(), cams, back_view=back_view)
     drawn = lm.flatten(1).amax(1) > 0
     assert drawn.tolist() == [True, True, False, False]  # |azimuth| > 90: HeadSculpt's empty map
     assert back_views(GuidanceInput({}, cams, labels, PROMPT, 0), 4, guidance.cfg.back_threshold).tolist() == [
@@ -179,10 +183,11 @@ def test_headsculpt_recipe_back_views_use_the_plain_unet(which, tiny_models, tin
     eps_fn = bb.eps
     bb.eps = lambda z_t, t, branches, views=None: seen.append((z_t, t, branches, eps_fn(z_t, t, branches, views))) \
         or seen[-1][-1]
-    extra = {"edit_prompt": EDIT} if cls is IESDGuidance else {}
+    provided = {"landmark_map": lm}
+    if cls is IESDGuidance:
+        provided.update(edit_text=EDIT, source_render=torch.rand(4, 64, 64, 3, generator=gen(2)))
     inp = GuidanceInput({"rgb": torch.rand(4, 64, 64, 3, generator=gen(1))}, cams, labels, PROMPT, 0,
-                        negative_prompt=NEG, landmark_map=lm, extra=extra,
-                        source_render=torch.rand(4, 64, 64, 3, generator=gen(2)) if extra else None)
+                        negative_prompt=NEG, inputs=provided)
     out = guidance(inp, gen(3))
     assert torch.isfinite(next(v for k, v in out.items() if k.startswith("loss_")))
     branches = len(seen[0][2])
@@ -217,7 +222,7 @@ def test_back_views_from_labels_and_azimuth():
 
 def test_controlnet_sds_needs_landmark_maps(tiny_backbone):
     guidance = make(ControlNetSDSGuidance, tiny_backbone)
-    message = "controlnet-sds needs landmark maps: set the stage's landmarks option"
+    message = "controlnet-sds needs the input 'landmark_map', but the stage provided none"
     with pytest.raises(HeadgenError, match=message):
         guidance(inputs(torch.randn(1, 8, 8, 4), ["front"]), gen(0))
     assert tiny_backbone.calls["unet"] == 0
@@ -312,7 +317,7 @@ def test_dual_path_errors_and_texture_key(tiny_backbone, texture_backbone):
 
 
 def iesd_inputs(z, lm, src, **kw):
-    return inputs(z, ["front", "back"], landmark_map=lm, source_render=src, extra={"edit_prompt": EDIT}, **kw)
+    return inputs(z, ["front", "back"], landmark_map=lm, source_render=src, edit=EDIT, **kw)
 
 
 def test_iesd_one_backbone_call_and_branches(tiny_backbone_ip2p):
@@ -367,9 +372,9 @@ def test_iesd_edit_scale_endpoints(tiny_backbone_ip2p):
 def test_iesd_errors(tiny_backbone_ip2p):
     guidance = make(IESDGuidance, tiny_backbone_ip2p)
     z, lm = torch.randn(2, 8, 8, 4), torch.rand(2, 64, 64, 3)
-    with pytest.raises(HeadgenError, match="source renders"):
+    with pytest.raises(HeadgenError, match="iesd needs the input 'source_render'"):
         guidance(iesd_inputs(z, lm, None), gen(0))
-    with pytest.raises(HeadgenError, match="iesd needs landmark maps"):
+    with pytest.raises(HeadgenError, match="iesd needs the input 'landmark_map'"):
         guidance(iesd_inputs(z, None, lm), gen(0))
     with pytest.raises(HeadgenError, match="edit instruction"):
         guidance(inputs(z, ["front", "back"], landmark_map=lm, source_render=lm), gen(0))
@@ -460,13 +465,13 @@ def test_ssd_is_sds_with_cfg_minus_sds_at_cfg_one(tiny_backbone):
 
 def test_edit_text_prefers_the_guidance_option_then_the_run_edit_prompt():
     run = GuidanceInput(render={}, cameras=None, view_labels=["front"], prompt=PROMPT, step=0,
-                        extra={"edit_prompt": "  make it old "})
+                        inputs={"edit_text": "  make it old "})
     assert run.edit_text(None, "ssd") == "make it old"
     assert run.edit_text("with a hat", "ssd") == "with a hat"
     assert run.edit_text("", "ssd") is None  # "" switches editing off
     plain = GuidanceInput(render={}, cameras=None, view_labels=["front"], prompt=PROMPT, step=0)
     assert plain.edit_text(None, "iesd") is None
     bad = GuidanceInput(render={}, cameras=None, view_labels=["front"], prompt=PROMPT, step=0,
-                        extra={"edit_prompt": 3})
+                        inputs={"edit_text": 3})
     with pytest.raises(HeadgenError, match="ssd: the edit prompt must be text, got int"):
         bad.edit_text(None, "ssd")

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from headgen.cameras import Cameras
+from headgen.config import build
 from headgen.config.typed import parse
 from headgen.gather import take
-from headgen.registry import build
 from headgen.render.mesh_renderer import MeshRenderer
 from representations.dmtet import DMTet
 from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from headgen.errors import HeadgenError
 from headgen.render.raster import get_backend
-from headgen.render.raster.base import _nvdiffrast_importable
+from headgen.render.raster.select import _nvdiffrast_importable
 from headgen.render.raster.torch_backend import TorchRasterBackend, edge_neighbors
 
 BE = TorchRasterBackend()

@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from headgen.cameras import Cameras
+from headgen.config import build
 from headgen.config.typed import parse
 from headgen.errors import ConfigError, HeadgenError
 from headgen.geometry.marching_tets import is_watertight
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.geometry.sdf import MeshSDF, point_triangle_distance2
 from headgen.geometry.unwrap import bake_field, bake_vertex_attribute, unwrap
-from headgen.registry import build, lookup
+from headgen.registry import lookup
 from headgen.render.mesh_renderer import MeshRenderer
 from headgen.stages.results import load_result, save_result
 from representations.dmtet import DMTet, mean_surface_distance

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from headgen.cameras import Cameras
+from headgen.config import build
 from headgen.config.typed import parse
 from headgen.errors import ConfigError, HeadgenError
 from headgen.geometry.marching_tets import is_watertight
 from headgen.geometry.mesh import Mesh
-from headgen.registry import build, lookup
+from headgen.registry import lookup
 from headgen.render.mesh_renderer import MeshRenderer
 from headgen.render.volume import RadianceField, VolumeRenderer
 from representations.convert_nerf_dmtet import NeRFToDMTet

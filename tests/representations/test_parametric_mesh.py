@@ -7,9 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from headgen.config import parse
+from headgen.config import build, parse
 from headgen.errors import ConfigError
-from headgen.registry import build
 from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
 
 
