@@ -231,9 +231,7 @@ def load_clip(ctx_or_models: Any, name: str, device: torch.device | str = "cpu")
 def get_clip(ctx: Any, name: str) -> ClipModel:
     """The run's CLIP for model ``name``: the demo CLIP under the demo prior, else the pretrained
     one; loaded once per run (cached in ``ctx.state``)."""
-    from guidance.factory import prior_mode
-
-    demo = prior_mode(ctx) == "demo"
+    demo = ctx.prior.uses_demo(name)
     cache = ctx.state.setdefault("clip_models", {})
     key = "<demo>" if demo else name
     if key not in cache:

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from headgen.config.recipe import RunConfig
+from headgen.errors import HeadgenError
+from headgen.prior.choice import PriorChoice
 from headgen.rundir import RunDir
 
 
@@ -26,7 +28,16 @@ class RunContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     assets: dict[str, str] = field(default_factory=dict)
     current_stage: str = ""
+    chosen_prior: PriorChoice | None = None
+    """Set once when the run starts (:func:`headgen.prior.choose_prior`); read through :attr:`prior`."""
     _head: Any = None
+
+    @property
+    def prior(self) -> PriorChoice:
+        """Where each model of this run comes from: pretrained weights or the demo prior."""
+        if self.chosen_prior is None:
+            raise HeadgenError("the run's prior was not chosen: call headgen.prior.choose_prior when the run starts")
+        return self.chosen_prior
 
     def stage_seed(self, stage: str) -> int:
         """A per-stage seed, so stages are independent and a resumed stage replays exactly."""

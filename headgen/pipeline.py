@@ -16,6 +16,7 @@ from headgen.config.recipe import RunConfig, validate
 from headgen.config.typed import to_plain
 from headgen.context import RunContext
 from headgen.errors import HeadgenError, ResumeError
+from headgen.prior import choose_prior
 from headgen.rundir import RunDir
 from headgen.stages.results import has_result, load_result
 
@@ -78,6 +79,7 @@ def start_run(
     run_dir.write_state(state)
     ctx = RunContext(cfg, plain, run_dir, device, verbose=verbose)
     log(f"headgen {__version__}: {cfg.name} on {device}, seed {cfg.seed}; run directory {run_dir.root}")
+    ctx.chosen_prior = choose_prior(cfg, log)
     _execute(ctx, state, log=log)
     return run_dir.root
 
@@ -105,6 +107,7 @@ def resume_run(path: str | Path, *, device: str | None = None, verbose: bool = F
             f"--resume {path}: the run holds no checkpoint (no finished stage, and stage '{first}' "
             "wrote no last.ckpt); start a new run instead"
         )
+    ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary().get("prior"))
     _load_latest_result(ctx, done)
     log(f"resuming {cfg.name} at stage '{first}'" + (f" from {ckpt.relative_to(run_dir.root)}" if ckpt else ""))
     _execute(ctx, state, log=log, resume={first: ckpt})
@@ -127,6 +130,7 @@ def export_run(path: str | Path, *, device: str | None = None, verbose: bool = F
         )
     ctx = RunContext(cfg, run_dir.read_config(), run_dir, resolve_device(device or cfg.device), verbose=verbose)
     ctx.assets.update(run_dir.read_summary().get("assets", {}))
+    ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary().get("prior"))
     ctx.metrics.update(run_dir.read_summary().get("metrics", {}))
     _load_latest_result(ctx, before)
     for name in exports:
@@ -175,7 +179,7 @@ def _score(ctx: RunContext, stage: str) -> None:
     """Under the demo prior the target is known: record ground-truth scores after each stage."""
     world = ctx.state.get("demo_world")
     rep = ctx.state.get("representation")
-    if world is None and rep is not None and ctx.config.prior == "demo":
+    if world is None and rep is not None and ctx.prior.demo:
         # A stage that builds no prior (e.g. an edit's `load`) is still scored: it is the edit's start.
         from guidance.demo.world import DemoWorld
 
@@ -206,7 +210,7 @@ def _write_summary(ctx: RunContext, state: dict[str, Any]) -> None:
         "method": cfg.name,
         "prompt": cfg.prompt,
         "seed": cfg.seed,
-        "prior": ctx.state.get("prior_used", cfg.prior),
+        "prior": ctx.prior.mode,
         "device": str(ctx.device),
         "stages": stages,
         "total_seconds": round(sum(s["seconds"] for s in stages), 3),

@@ -21,6 +21,7 @@ from headgen.errors import HeadgenError
 from headgen.hair import PRESET_COLOURS, HairFit, builtin_library, load_library
 from headgen.hair.procedural import INNER_OFFSET, STYLES, head_key
 from headgen.heads.builtin import load_builtin_head
+from headgen.prior import PriorChoice
 from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
 
 # Small renders keep the selection test fast; the demo CLIP reads a 16 x 16 descriptor anyway.
@@ -61,7 +62,8 @@ def make_ctx(head, world, prompt):
     logs: list[str] = []
     config = SimpleNamespace(prompt=prompt, edit_prompt="", models={}, prior="demo")
     return SimpleNamespace(head=head, device=torch.device("cpu"), config=config, metrics={}, logs=logs,
-                           log=logs.append, current_stage="hair", state={"prior_used": "demo", "demo_world": world})
+                           log=logs.append, current_stage="hair", state={"demo_world": world},
+                           prior=PriorChoice("demo"))
 
 
 def selector(cache, **kw):
@@ -292,7 +294,8 @@ def test_pretrained_clip_path_scores_candidates_and_the_relative_term(head, cach
     folder = save_random_clip(tmp_path / "tiny-clip")
     models = {"tiny_clip": ModelSpec(hub_id="example/tiny-clip", local_dir=str(folder), kind="clip")}
     ctx = make_ctx(head, None, "a man with short black hair")
-    ctx.config.models, ctx.config.prior, ctx.state = models, "pretrained", {"prior_used": "pretrained"}
+    ctx.config.models, ctx.config.prior, ctx.state = models, "pretrained", {}
+    ctx.prior = PriorChoice("pretrained")
     sel = selector(cache, model="tiny_clip", colours=["black", "blonde"], lambda_relative=0.5)
     rep = make_rep(head)
     result = sel.select(rep, ctx)

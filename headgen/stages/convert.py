@@ -10,6 +10,7 @@ import torch
 from headgen.config.typed import Component, component
 from headgen.context import RunContext
 from headgen.errors import ConfigError
+from headgen.protocols import Converter
 from headgen.registry import register
 from headgen.stages.base import Stage
 from headgen.stages.results import save_result
@@ -32,7 +33,7 @@ class ConvertStage(Stage):
         if previous is None:
             raise ConfigError(f"stages.{self.name}: a convert stage needs an earlier stage's representation")
         torch.manual_seed(ctx.stage_seed(self.name))
-        converter = self.cfg.converter.build(ctx)
+        converter: Converter = self.cfg.converter.build(ctx)
         rep = converter.convert(previous, ctx)
         ctx.state["representation"] = rep
         save_result(ctx.run_dir.stage_dir(self.name), rep)

@@ -10,6 +10,7 @@ import torch
 from headgen.config.typed import Component, component
 from headgen.context import RunContext
 from headgen.errors import ConfigError
+from headgen.protocols import Exporter
 from headgen.registry import register
 from headgen.stages.base import Stage
 
@@ -35,7 +36,7 @@ class ExportStage(Stage):
         torch.manual_seed(ctx.stage_seed(self.name))
         ctx.run_dir.assets.mkdir(exist_ok=True)
         for comp in self.cfg.exporters:
-            exporter = comp.build()
+            exporter: Exporter = comp.build()
             with torch.no_grad():
                 written = exporter.export(rep, ctx, ctx.run_dir.assets)
             for key, path in written.items():

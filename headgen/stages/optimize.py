@@ -22,17 +22,19 @@ from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from guidance.base import GuidanceInput
+from guidance.base import Guidance, GuidanceInput
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import Component, component, config_class
 from headgen.context import RunContext
 from headgen.errors import ConfigError, NonFiniteLossError, RegistryError, did_you_mean
 from headgen.inputs.base import InputProvider, StepState
+from headgen.protocols import CameraSampler, Renderer
 from headgen.registry import lookup, register
 from headgen.rundir import atomic_write
 from headgen.stages.base import Stage
 from headgen.stages.callbacks import AtomicCheckpoint, StageProgressBar
 from headgen.stages.results import save_result
+from representations.base import Representation
 
 GUIDANCE_WEIGHTS = "guidance.safetensors"
 """Where an optimize stage leaves the final weights of a guidance that trains its own (``Guidance.module``)."""
@@ -110,10 +112,10 @@ class OptimizeSystem(pl.LightningModule):
         self,
         stage_name: str,
         cfg: OptimizeConfig,
-        representation: torch.nn.Module,
-        renderer: Any,
-        cameras: Any,
-        guidance: Any,
+        representation: Representation,
+        renderer: Renderer,
+        cameras: CameraSampler,
+        guidance: Guidance | None,
         ctx: RunContext,
         generator: torch.Generator,
         providers: dict[str, InputProvider] | None = None,
@@ -137,15 +139,15 @@ class OptimizeSystem(pl.LightningModule):
         self.last_terms: dict[str, float] = {}
 
     @property
-    def renderer(self) -> Any:
+    def renderer(self) -> Renderer:
         return self._parts["renderer"]
 
     @property
-    def cameras(self) -> Any:
+    def cameras(self) -> CameraSampler:
         return self._parts["cameras"]
 
     @property
-    def guidance(self) -> Any:
+    def guidance(self) -> Guidance | None:
         return self._parts["guidance"]
 
     @property

@@ -9,6 +9,7 @@ import torch
 
 from headgen.config.typed import Component, component
 from headgen.context import RunContext
+from headgen.protocols import Selector
 from headgen.registry import register
 from headgen.stages.base import Stage
 from headgen.stages.results import save_result
@@ -31,7 +32,7 @@ class SelectStage(Stage):
     def run(self, ctx: RunContext, resume_checkpoint: Path | None = None) -> None:
         torch.manual_seed(ctx.stage_seed(self.name))
         rep = self.build_representation(ctx, self.cfg.representation)
-        selector = self.cfg.selector.build(ctx)
+        selector: Selector = self.cfg.selector.build(ctx)
         with torch.no_grad():
             selector.select(rep, ctx, ctx.generator(self.name))
         ctx.state["representation"] = rep

@@ -25,6 +25,7 @@ from headgen.config import build, parse
 from headgen.config.recipe import ModelSpec
 from headgen.geometry.mesh import Mesh
 from headgen.models.random_init import save_random_clip
+from headgen.prior import PriorChoice
 from headgen.render.mesh_renderer import MeshRenderer
 from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
 
@@ -61,7 +62,7 @@ def clip(models):
 def make_ctx(head, models, prompt=PROMPT, prior="pretrained"):
     logs: list[str] = []
     config = SimpleNamespace(prompt=prompt, edit_prompt="", models=models, prior=prior)
-    return SimpleNamespace(head=head, device=torch.device("cpu"), config=config, state={"prior_used": prior},
+    return SimpleNamespace(head=head, device=torch.device("cpu"), config=config, state={}, prior=PriorChoice(prior),
                            metrics={}, log=logs.append, logs=logs, current_stage="coarse")
 
 
