@@ -49,5 +49,5 @@ setup(
         "gpu": [],
         "ray": ["ray[default]>=2.9,<3"],
     },
-    entry_points={"console_scripts": ["headgen=headgen.cli:main"]},
+    entry_points={"console_scripts": ["headgen=headgen.cli:main", "headgen-train=headgen.train.__main__:main"]},
 )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from guidance.prompts import PromptConfig, TextEmbedder, load_token_file
-from guidance.textual_inversion import main
+from headgen.train.__main__ import main as train_main
 from headgen.models.zoo import load_component
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -30,7 +30,8 @@ def images(tmp_path):
 
 
 def learn(args, capsys) -> tuple[int, str, str]:
-    code = main(args)
+    """``python -m headgen.train textual-inversion ARGS``: (exit code, stdout, stderr)."""
+    code = train_main(["textual-inversion", *args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -82,6 +83,11 @@ def test_saved_token_loads_in_diffusers(tiny_sd_dir, images, tmp_path, capsys):
     token_id = pipe.tokenizer.convert_tokens_to_ids("<back-view>")
     torch.testing.assert_close(pipe.text_encoder.get_input_embeddings().weight[token_id].detach(),
                                load_token_file(out)["<back-view>"][0])
+
+
+def test_unknown_train_command_is_named(capsys):
+    assert train_main(["textual-inversoin"]) == 2
+    assert "unknown command 'textual-inversoin' (did you mean 'textual-inversion'?)" in capsys.readouterr().err
 
 
 def test_clear_errors(tiny_sd_dir, images, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Textual inversion: learn a token embedding (HeadSculpt's ``<back-view>``) from a folder of images.
 
-    python -m guidance.textual_inversion --images back_views/ --token "<back-view>" \\
+    python -m headgen.train textual-inversion --images back_views/ --token "<back-view>" \\
         --init-token back --model sd15 --steps 3000 --out back-view.safetensors
 
 The standard objective: with everything frozen but the new token's input embedding, minimise
@@ -128,9 +128,8 @@ def save_token(path: Path, token: str, vector: Tensor) -> Path:
     return atomic_write(path, lambda p: save_file({token: vector.contiguous()}, str(p)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m guidance.textual_inversion", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str = "python -m headgen.train textual-inversion") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", required=True, type=Path, help="folder of training images")
     p.add_argument("--token", required=True, help="the new token, e.g. <back-view>")
     p.add_argument("--init-token", required=True, help="an existing single-token word to start from, e.g. back")
@@ -160,7 +159,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"saved {args.token} ({vector.shape[-1]}-d) to {path}; use it with prompt.token_file={path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
