@@ -15,7 +15,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["headgen", "headgen.*", "guidance", "guidance.*",
-                                    "representations", "representations.*"]),
+                                    "representations", "representations.*",
+                                    "converters", "converters.*"]),
     include_package_data=True,
     package_data={"headgen": ["heads/data/*"]},
     install_requires=[

@@ -108,7 +108,8 @@ def list_text() -> str:
 
     lines = []
     for kind, table in registered().items():
-        lines.append(f"{kind}:")
+        folders = sorted({_folder(cls) for cls in table.values()})
+        lines.append(f"{kind}:  ({', '.join(folders)})")
         width = max(len(n) for n in table)
         for name, cls in table.items():
             lines.append(f"  {name:<{width}}  {summary_line(cls)}")
@@ -130,4 +131,9 @@ def describe_text(spec: str) -> str:
         raise HeadgenError(f"--describe {spec}: use KIND/NAME, e.g. guidance/sds (see --list)")
     cls = lookup(kind, name)
     body = describe(config_class(cls)) or "  (no options)"
-    return f"{kind} {name}: {summary_line(cls)}\noptions:\n{body}"
+    return f"{kind} {name}: {summary_line(cls)}\ndefined in: {cls.__module__}\noptions:\n{body}"
+
+
+def _folder(cls: type) -> str:
+    """The folder of a registered class's module, e.g. ``guidance/`` or ``headgen/render/``."""
+    return "/".join(cls.__module__.split(".")[:-1]) + "/"

@@ -33,6 +33,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "guidance",
     "guidance.hair_select",
     "representations",
+    "converters",
 )
 
 _REGISTRY: dict[str, dict[str, type]] = {}

@@ -1,12 +1,6 @@
 """Representation plugins: the learnable head (parametric mesh, DMTet, NeRF)."""
 
-from representations import (  # noqa: F401  (registers them)
-    convert_nerf_dmtet,
-    dmtet,
-    dreamface_pbr,
-    nerf,
-    parametric_mesh,
-)
+from representations import dmtet, nerf, parametric_mesh  # noqa: F401  (registers them)
 from representations.base import Representation
 
 __all__ = ["Representation"]

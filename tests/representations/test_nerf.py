@@ -3,6 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from converters.nerf_to_dmtet import NeRFToDMTet
 from headgen.cameras import Cameras
 from headgen.config import build
 from headgen.config.typed import parse
@@ -12,7 +13,6 @@ from headgen.geometry.mesh import Mesh
 from headgen.registry import lookup
 from headgen.render.mesh_renderer import MeshRenderer
 from headgen.render.volume import RadianceField, VolumeRenderer
-from representations.convert_nerf_dmtet import NeRFToDMTet
 from representations.dmtet import DMTet
 from representations.nerf import NeRF
 
