@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from headgen.encoding.hashgrid import HashField, HashGridConfig
+from headgen.encoding.hashgrid import HashField, HashGridConfig, full_hashgrid
 from headgen.errors import ConfigError, HeadgenError
 from headgen.gather import take
 from headgen.geometry.marching_tets import TET_EDGES, marching_tets, mesh_edges
@@ -56,12 +56,6 @@ from representations.base import Representation
 def _geometry_encoding() -> HashGridConfig:
     return HashGridConfig(
         levels=12, features_per_level=2, log2_hashmap_size=17, base_resolution=16, max_resolution=512
-    )
-
-
-def _color_encoding() -> HashGridConfig:
-    return HashGridConfig(
-        levels=16, features_per_level=2, log2_hashmap_size=19, base_resolution=16, max_resolution=2048
     )
 
 
@@ -160,7 +154,7 @@ class DMTet(Representation):
         """Learn per-vertex offsets (the 'D' of DMTet)."""
         deformation_scale: float = 0.5
         """Largest offset, in grid cells (tanh-bounded)."""
-        color_encoding: HashGridConfig = field(default_factory=_color_encoding)
+        color_encoding: HashGridConfig = field(default_factory=full_hashgrid)
         """Hash grid of the colour field."""
         color_mlp_width: int = 64
         """Hidden units of the colour MLP."""

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from headgen.encoding.hashgrid import HashField, HashGridConfig
+from headgen.encoding.hashgrid import HashField, HashGridConfig, full_hashgrid
 from headgen.errors import ConfigError, HeadgenError
 from headgen.geometry.marching_tets import marching_tets
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
@@ -49,18 +49,6 @@ from representations.base import Representation
 from representations.dmtet import _head_of, head_mesh_arrays
 
 
-def _density_encoding() -> HashGridConfig:
-    return HashGridConfig(
-        levels=16, features_per_level=2, log2_hashmap_size=19, base_resolution=16, max_resolution=2048
-    )
-
-
-def _color_encoding() -> HashGridConfig:
-    return HashGridConfig(
-        levels=16, features_per_level=2, log2_hashmap_size=19, base_resolution=16, max_resolution=2048
-    )
-
-
 @register("representation", "nerf")
 class NeRF(Representation):
     """NeRF: hash-grid density and colour fields, optional head-shaped density prior."""
@@ -69,7 +57,7 @@ class NeRF(Representation):
     class Config:
         bound: float = 1.0
         """Half-side of the cube [-bound, bound]^3 the field fills (density 0 outside)."""
-        density_encoding: HashGridConfig = field(default_factory=_density_encoding)
+        density_encoding: HashGridConfig = field(default_factory=full_hashgrid)
         """Hash grid of the density field."""
         density_mlp_width: int = 64
         """Hidden units of the density MLP."""
@@ -92,7 +80,7 @@ class NeRF(Representation):
         mesh_threshold (false: density act(0) there, the threshold surface about half a width inside)."""
         prior_resolution: int = 96
         """Resolution of the grid the head SDF is sampled on."""
-        color_encoding: HashGridConfig = field(default_factory=_color_encoding)
+        color_encoding: HashGridConfig = field(default_factory=full_hashgrid)
         """Hash grid of the colour field."""
         color_mlp_width: int = 64
         """Hidden units of the colour MLP."""

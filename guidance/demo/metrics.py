@@ -40,8 +40,11 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return float(10 * torch.log10(1.0 / mse))
 
 
-def mean_surface_distance(a: Tensor, b: Tensor, max_points: int = 4000) -> float:
-    """Mean symmetric nearest-neighbour distance between two vertex sets."""
+def mean_vertex_distance(a: Tensor, b: Tensor, max_points: int = 4000) -> float:
+    """Mean symmetric nearest-vertex distance between two vertex sets [N,3] and [M,3] (each
+    subsampled to ``max_points``, fixed seed): vertex to vertex, not point to surface, so it does
+    not fall to 0 for two samplings of one surface. The exact point-to-triangle distance is
+    :func:`representations.dmtet.mean_surface_distance`."""
     g = torch.Generator().manual_seed(0)
     a = a[torch.randperm(len(a), generator=g)[:max_points].to(a.device)]
     b = b[torch.randperm(len(b), generator=g)[:max_points].to(b.device)]
@@ -74,8 +77,8 @@ def surface_scores(surface: SurfaceGeometry, world: DemoWorld, size: int = 128, 
     inter = ((out["opacity"] > 0.5) & (ref["opacity"] > 0.5)).sum()
     union = ((out["opacity"] > 0.5) | (ref["opacity"] > 0.5)).sum().clamp_min(1)
     scores["silhouette_iou"] = float(inter / union)
-    scores["geometry_error"] = mean_surface_distance(surface.mesh.v_pos.to(device),
-                                                     target.vertices(world.head).to(device))
+    scores["geometry_error"] = mean_vertex_distance(surface.mesh.v_pos.to(device),
+                                                    target.vertices(world.head).to(device))
     return scores
 
 
@@ -101,7 +104,7 @@ def random_candidate_scores(world: DemoWorld, betas: Tensor) -> dict[str, float]
     k = min(betas.shape[1], target.beta.numel())
     target_v = target.vertices(head)
     dev = head.v_template.device
-    errors = [mean_surface_distance(head.vertices(b.to(dev)), target_v) for b in betas]
+    errors = [mean_vertex_distance(head.vertices(b.to(dev)), target_v) for b in betas]
     return {
         "identity_distance": float((betas[:, :k] - target.beta[:k]).norm(dim=1).mean()),
         "geometry_error": float(sum(errors) / len(errors)),

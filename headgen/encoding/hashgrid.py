@@ -68,6 +68,15 @@ class HashGridConfig:
         return self.levels * self.features_per_level
 
 
+def full_hashgrid() -> HashGridConfig:
+    """Instant-NGP's full-size grid (16 levels x 2 features, 2^19 entries, resolution 16 to 2048):
+    the default encoding of the NeRF density and colour fields and the DMTet colour field.
+    Spelled out rather than taken from the class defaults, so those fields keep it if they change."""
+    return HashGridConfig(
+        levels=16, features_per_level=2, log2_hashmap_size=19, base_resolution=16, max_resolution=2048
+    )
+
+
 def tcnn_available() -> bool:
     try:
         import tinycudann  # noqa: F401

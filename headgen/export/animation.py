@@ -22,7 +22,7 @@ from headgen.errors import HeadgenError, did_you_mean
 from headgen.export.gltf import expression_blendshapes
 from headgen.export.images import to_uint8, write_video
 from headgen.export.obj import export_surface
-from headgen.export.preview import front_light, orbit_cameras
+from headgen.export.preview import OrbitConfig, front_light, orbit_cameras
 from headgen.geometry.mesh import SurfaceGeometry
 from headgen.registry import register
 from headgen.render.mesh_renderer import MeshRenderer
@@ -90,19 +90,16 @@ class AnimationExporter:
     """animation.mp4: the head rendered through a sequence of expression weights (morph-target preview)."""
 
     @dataclass
-    class Config:
+    class Config(OrbitConfig):
+        distance: float = 2.6  # closer than the preview's: the frames show the face's motion
         filename: str = "animation.mp4"
         """Name of the video in assets/ (a .gif is written instead when ffmpeg is unavailable)."""
         frames: int = 72
         """Number of frames."""
-        fps: int = 24
         resolution: int = 384
         """Pixel size of the (square) frames."""
-        elevation: float = 5.0
         azimuth: float = 15.0
         """Camera azimuth in degrees (0 = front, +90 = the subject's left profile)."""
-        distance: float = 2.6
-        fovy: float = 30.0
         sequence: list[dict[str, float]] | None = None
         """Keyframes {expression name: weight}, evenly spaced over the video; null = a default sequence
         (neutral, jawOpen, smile, blink, browInnerUp, neutral) whose names the head lacks are skipped.

@@ -21,6 +21,21 @@ from headgen.registry import register
 from headgen.render.mesh_renderer import MeshRenderer
 
 
+@dataclass
+class OrbitConfig:
+    """Options shared by the exporters that film the head from cameras orbiting it (a base of their
+    ``Config``, so the keys stay top-level in the recipes)."""
+
+    elevation: float = 5.0
+    """Camera elevation in degrees (positive: above the head, looking down)."""
+    distance: float = 3.0
+    """Camera distance from the origin (world units; the head is about 1 tall)."""
+    fovy: float = 30.0
+    """Vertical field of view of the camera, in degrees."""
+    fps: int = 24
+    """Frames per second of the video."""
+
+
 def orbit_cameras(azimuths: list[float], elevation: float, distance: float, fovy: float, size: int) -> Cameras:
     n = len(azimuths)
     return Cameras.from_spherical(
@@ -57,18 +72,14 @@ class PreviewExporter:
     """preview.png (front, 3/4, profile; shaded and textured) and a turntable video."""
 
     @dataclass
-    class Config:
+    class Config(OrbitConfig):
         resolution: int = 512
         """Pixel size of each view."""
         azimuths: list[float] = field(default_factory=lambda: [0.0, 35.0, 90.0])
         """Views of the grid (degrees; 0 = front, 90 = the subject's left profile)."""
-        elevation: float = 5.0
-        distance: float = 3.0
-        fovy: float = 30.0
         turntable_frames: int = 48
         """Frames of the turntable (0: no video)."""
         turntable_resolution: int = 384
-        fps: int = 24
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

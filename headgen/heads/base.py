@@ -365,6 +365,28 @@ class HeadModel:
             ) from exc
 
 
+class LazyHead:
+    """Base of the registered ``head`` parts: keeps the config and builds the model on first use.
+
+    A subclass defines its ``Config`` and :meth:`build`; :meth:`load` calls ``build`` once and
+    answers the same :class:`HeadModel` afterwards (loading a real model reads large files).
+    """
+
+    def __init__(self, cfg: Any, *args: Any, **kwargs: Any):
+        self.cfg = cfg
+        self._model: HeadModel | None = None
+
+    def build(self) -> HeadModel:
+        """Read or generate the model from ``self.cfg`` (called once, by :meth:`load`)."""
+        raise NotImplementedError(f"{type(self).__name__}.build (loading this head model)")
+
+    def load(self) -> HeadModel:
+        """The head model, built on the first call and cached on this object."""
+        if self._model is None:
+            self._model = self.build()
+        return self._model
+
+
 _TENSOR_FIELDS = ("v_template", "faces", "identity_basis", "expression_basis", "landmark_faces",
                   "landmark_bary", "landmark_ids", "uvs", "uv_faces")
 

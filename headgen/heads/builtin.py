@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from headgen.errors import HeadgenError
-from headgen.heads.base import HeadModel
+from headgen.heads.base import HeadModel, LazyHead
 from headgen.registry import register
 
 if __name__ == "__main__":
@@ -105,7 +105,7 @@ def load_builtin_head(resolution: str = "default", seed: int = 7, regenerate: bo
 
 
 @register("head", "builtin")
-class BuiltinHead:
+class BuiltinHead(LazyHead):
     """Procedural head-and-neck model shipped with headgen (no download needed)."""
 
     @dataclass
@@ -117,22 +117,16 @@ class BuiltinHead:
         seed: int = 7
         """Seed of the random shape fields in the identity basis."""
 
-    def __init__(self, cfg: Config, *args, **kwargs):
-        self.cfg = cfg
-        self._model: HeadModel | None = None
-
-    def load(self) -> HeadModel:
-        if self._model is None:
-            model = load_builtin_head(self.cfg.resolution, self.cfg.seed)
-            if self.cfg.num_identity is not None:
-                if not 0 < self.cfg.num_identity <= model.num_identity:
-                    raise HeadgenError(
-                        f"head.num_identity={self.cfg.num_identity}: the built-in head has "
-                        f"{model.num_identity} identity modes"
-                    )
-                model = model.truncated(num_identity=self.cfg.num_identity)
-            self._model = model
-        return self._model
+    def build(self) -> HeadModel:
+        model = load_builtin_head(self.cfg.resolution, self.cfg.seed)
+        if self.cfg.num_identity is not None:
+            if not 0 < self.cfg.num_identity <= model.num_identity:
+                raise HeadgenError(
+                    f"head.num_identity={self.cfg.num_identity}: the built-in head has "
+                    f"{model.num_identity} identity modes"
+                )
+            model = model.truncated(num_identity=self.cfg.num_identity)
+        return model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from headgen.errors import HeadgenError
-from headgen.heads.base import HeadModel
+from headgen.heads.base import HeadModel, LazyHead
 from headgen.registry import register
 
 
@@ -272,7 +272,7 @@ def load_flame(path: str | Path, landmark_embedding: str | Path | None = None, s
 
 
 @register("head", "flame")
-class FlameHead:
+class FlameHead(LazyHead):
     """FLAME head model from your own generic_model.pkl (chumpy not needed)."""
 
     @dataclass
@@ -294,13 +294,7 @@ class FlameHead:
         normalize: bool = True
         """Scale and centre to the built-in head's frame (needs landmark 152); false keeps metres."""
 
-    def __init__(self, cfg: Config, *args, **kwargs):
-        self.cfg = cfg
-        self._model: HeadModel | None = None
-
-    def load(self) -> HeadModel:
-        if self._model is None:
-            c = self.cfg
-            self._model = load_flame(c.path, c.landmark_embedding, c.shape_components, c.num_identity,
-                                     c.num_expression, c.uv_template, c.masks, c.normalize)
-        return self._model
+    def build(self) -> HeadModel:
+        c = self.cfg
+        return load_flame(c.path, c.landmark_embedding, c.shape_components, c.num_identity,
+                          c.num_expression, c.uv_template, c.masks, c.normalize)

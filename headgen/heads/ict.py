@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from headgen.errors import HeadgenError
-from headgen.heads.base import HeadModel
+from headgen.heads.base import HeadModel, LazyHead
 from headgen.registry import register
 
 HEAD_VERTICES = 14062
@@ -319,7 +319,7 @@ def load_ict_facekit(path: str | Path, crop_to_head: bool = True, num_identity: 
 
 
 @register("head", "ict-facekit")
-class IctFaceKitHead:
+class IctFaceKitHead(LazyHead):
     """ICT-FaceKit head model read from a FaceXModel folder (MIT licence)."""
 
     @dataclass
@@ -333,12 +333,5 @@ class IctFaceKitHead:
         normalize: bool = True
         """Scale and centre to the built-in head's frame (head height 1); false keeps centimetres."""
 
-    def __init__(self, cfg: Config, *args, **kwargs):
-        self.cfg = cfg
-        self._model: HeadModel | None = None
-
-    def load(self) -> HeadModel:
-        if self._model is None:
-            self._model = load_ict_facekit(self.cfg.path, self.cfg.crop_to_head, self.cfg.num_identity,
-                                           self.cfg.normalize)
-        return self._model
+    def build(self) -> HeadModel:
+        return load_ict_facekit(self.cfg.path, self.cfg.crop_to_head, self.cfg.num_identity, self.cfg.normalize)
