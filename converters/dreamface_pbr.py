@@ -12,7 +12,7 @@ is the super-resolution plug point (identity only for now).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,9 @@ from torch import Tensor
 from headgen.errors import ConfigError
 from headgen.registry import register
 from representations.parametric_mesh import ParametricMesh
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 
@@ -65,24 +68,24 @@ class DreamFacePBR:
         upscale: Literal["identity"] = "identity"
         """Super-resolution plug point (DreamFace upscales to 4K with external models)."""
 
-    def __init__(self, cfg: Config, ctx: Any = None):
+    def __init__(self, cfg: Config, ctx: RunContext | None = None):
         self.cfg = cfg
 
-    def _decoder(self, name: str, ctx: Any) -> Any:
+    def _decoder(self, name: str, ctx: RunContext) -> Any:
         from headgen.models.zoo import load_component
 
         if name not in ctx.config.models:
             raise ConfigError(f"dreamface-pbr: unknown model '{name}'; define it under models:")
         return load_component(name, ctx.config.models[name], "vae", ctx.device)
 
-    def _decode(self, name: str, latent: Tensor, ctx: Any) -> Tensor:
+    def _decode(self, name: str, latent: Tensor, ctx: RunContext) -> Tensor:
         vae = self._decoder(name, ctx)
         scale = float(getattr(vae.config, "scaling_factor", 0.18215))
         x = vae.decode((latent[None] / scale).to(next(vae.parameters()).dtype)).sample.float()
         return ((x[0] + 1) / 2).clamp(0, 1).permute(1, 2, 0)
 
     @torch.no_grad()
-    def convert(self, previous: Any, ctx: Any) -> ParametricMesh:
+    def convert(self, previous: Any, ctx: RunContext) -> ParametricMesh:
         if not isinstance(previous, ParametricMesh) or previous.albedo is None:
             raise ConfigError("dreamface-pbr needs a parametric-mesh with an albedo texture (texture: rgb or both)")
         cfg = replace(previous.cfg, specular=True, albedo_from_latent=False,

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ from headgen.geometry.tets import tet_grid
 from headgen.registry import register
 from representations.dmtet import DMTet, SDFTarget
 from representations.nerf import NeRF
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 def _dmtet_defaults() -> DMTet.Config:
@@ -63,7 +66,7 @@ class NeRFToDMTet:
         distill_lr: float = 1.0e-2
         """Learning rate of the colour distillation."""
 
-    def __init__(self, cfg: Config, ctx: Any = None) -> None:
+    def __init__(self, cfg: Config, ctx: RunContext | None = None) -> None:
         self.cfg = cfg
         self.ctx = ctx
         if cfg.sdf == "density" and cfg.dmtet.geometry != "direct":
@@ -89,7 +92,7 @@ class NeRFToDMTet:
         half = float((hi - lo).max() / 2 + cfg.margin)
         return center, half
 
-    def convert(self, previous: Any, ctx: Any = None) -> DMTet:
+    def convert(self, previous: Any, ctx: RunContext | None = None) -> DMTet:
         if not isinstance(previous, NeRF):
             raise ConfigError(
                 f"nerf-to-dmtet converts a nerf representation, but the previous stage left "

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from headgen.config.schedule import Scalar
 from headgen.errors import HeadgenError
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Guidance:
     required_modes: tuple[str, ...] = ("rgb",)
     """Renderer outputs this guidance reads."""
 
-    def __init__(self, cfg: Any, ctx: Any):
+    def __init__(self, cfg: Any, ctx: RunContext):
         self.cfg = cfg
 
     @property

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from headgen.errors import ConfigError
 from headgen.registry import register
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 @register("selector", "head-identity")
@@ -22,10 +25,10 @@ class HeadIdentitySelector:
         scale: float = 1.0
         """Standard deviation of the random coefficients."""
 
-    def __init__(self, cfg: Config, ctx: Any = None):
+    def __init__(self, cfg: Config, ctx: RunContext | None = None):
         self.cfg = cfg
 
-    def select(self, representation: Any, ctx: Any, generator: torch.Generator) -> None:
+    def select(self, representation: Any, ctx: RunContext, generator: torch.Generator) -> None:
         if not hasattr(representation, "set_identity"):
             raise ConfigError(
                 "selector head-identity needs a representation with identity coefficients (parametric-mesh)"

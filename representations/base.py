@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from headgen.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 class Representation(nn.Module):
@@ -25,7 +28,7 @@ class Representation(nn.Module):
     tensors before they are loaded on ``--resume`` (to take their shapes).
     """
 
-    def __init__(self, cfg: Any, ctx: Any):
+    def __init__(self, cfg: Any, ctx: RunContext):
         super().__init__()
         self.cfg = cfg
 
@@ -91,6 +94,6 @@ class Representation(nn.Module):
         return self
 
     @torch.no_grad()
-    def metrics(self, ctx: Any) -> dict[str, float]:
+    def metrics(self, ctx: RunContext) -> dict[str, float]:
         """Scores of the current state (e.g. against a demo-prior target); none by default."""
         return {}

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from headgen.geometry.tets import TetGrid, tet_grid
 from headgen.geometry.unwrap import textured_mesh
 from headgen.registry import register
 from representations.base import Representation
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 def _geometry_encoding() -> HashGridConfig:
@@ -178,7 +181,7 @@ class DMTet(Representation):
         """Take the grid, box and network sizes from the previous stage's DMTet (everything but mode and
         export_texture_size), so a recipe can continue a run whose sizes it does not know (editing)."""
 
-    def __init__(self, cfg: Config, ctx: Any = None) -> None:
+    def __init__(self, cfg: Config, ctx: RunContext | None = None) -> None:
         super().__init__(cfg, ctx)
         if cfg.resolution < 2:
             raise ConfigError(f"representation.resolution must be >= 2, got {cfg.resolution}")
@@ -571,7 +574,7 @@ class DMTet(Representation):
         return super()._apply(fn, recurse)
 
     @torch.no_grad()
-    def metrics(self, ctx: Any) -> dict[str, float]:
+    def metrics(self, ctx: RunContext) -> dict[str, float]:
         mesh = self.extract_mesh()
         return {"vertices": float(mesh.num_vertices), "faces": float(mesh.num_faces)}
 

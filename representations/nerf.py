@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,9 @@ from headgen.geometry.unwrap import textured_mesh
 from headgen.registry import register
 from representations.base import Representation
 from representations.dmtet import _head_of, head_mesh_arrays
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 @register("representation", "nerf")
@@ -97,7 +100,7 @@ class NeRF(Representation):
         export_texture_size: int = 1024
         """Side of the colour map baked by export_mesh."""
 
-    def __init__(self, cfg: Config, ctx: Any = None) -> None:
+    def __init__(self, cfg: Config, ctx: RunContext | None = None) -> None:
         super().__init__(cfg, ctx)
         if cfg.bound <= 0:
             raise ConfigError(f"representation.bound must be > 0, got {cfg.bound}")
@@ -263,7 +266,7 @@ class NeRF(Representation):
         return SurfaceGeometry(mesh=mesh, albedo_map=texture)
 
     @torch.no_grad()
-    def metrics(self, ctx: Any) -> dict[str, float]:
+    def metrics(self, ctx: RunContext) -> dict[str, float]:
         """Under the demo prior, the ground-truth scores of the surface this NeRF hands on.
 
         The pipeline scores representations that render as surfaces; a NeRF is scored here through

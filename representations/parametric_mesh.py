@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,9 @@ from headgen.geometry.laplacian import uniform_laplacian
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.registry import register
 from representations.base import Representation
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 @dataclass
@@ -66,7 +69,7 @@ class ParametricMesh(Representation):
 
     Config = ParametricMeshConfig
 
-    def __init__(self, cfg: ParametricMeshConfig, ctx: Any):
+    def __init__(self, cfg: ParametricMeshConfig, ctx: RunContext):
         super().__init__(cfg, ctx)
         head = ctx.head
         self.head = head

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from guidance.demo.world import DemoWorld
 from headgen.errors import ConfigError
 from headgen.registry import register
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 @register("selector", "demo-target-identity")
@@ -20,10 +23,10 @@ class DemoTargetIdentity:
     class Config:
         pass
 
-    def __init__(self, cfg: Config, ctx: Any = None):
+    def __init__(self, cfg: Config, ctx: RunContext | None = None):
         self.cfg = cfg
 
-    def select(self, representation: Any, ctx: Any, generator: torch.Generator) -> None:
+    def select(self, representation: Any, ctx: RunContext, generator: torch.Generator) -> None:
         if not hasattr(representation, "set_identity"):
             raise ConfigError("selector demo-target-identity needs a representation with identity coefficients")
         representation.set_identity(DemoWorld.for_run(ctx).target.beta)

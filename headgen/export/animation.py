@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from headgen.export.preview import OrbitConfig, front_light, orbit_cameras
 from headgen.geometry.mesh import SurfaceGeometry
 from headgen.registry import register
 from headgen.render.mesh_renderer import MeshRenderer
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ class AnimationExporter:
             )
         self.cfg = cfg
 
-    def export(self, representation: Any, ctx: Any, assets: Path) -> dict[str, str]:
+    def export(self, representation: Any, ctx: RunContext, assets: Path) -> dict[str, str]:
         c = self.cfg
         shapes = expression_blendshapes(representation)
         if shapes is None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from headgen.export.obj import export_surface, part_name
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.registry import register
 from headgen.rundir import atomic_write
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +345,7 @@ class GlbExporter:
             raise HeadgenError(f"exporter glb: roughness must be in [0, 1], got {cfg.roughness}")
         self.cfg = cfg
 
-    def export(self, representation: Any, ctx: Any, assets: Path) -> dict[str, str]:
+    def export(self, representation: Any, ctx: RunContext, assets: Path) -> dict[str, str]:
         surface = export_surface(representation)
         shapes = expression_blendshapes(representation) if self.cfg.morph_targets else None
         if self.cfg.morph_targets and shapes is None:

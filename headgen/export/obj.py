@@ -16,7 +16,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from headgen.export.images import write_png
 from headgen.geometry.mesh import SurfaceGeometry
 from headgen.registry import register
 from headgen.rundir import atomic_write_text
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 def export_surface(representation: Any) -> SurfaceGeometry:
@@ -112,7 +115,7 @@ class ObjExporter:
             raise HeadgenError(f"exporter obj: filename must end with .obj, got {cfg.filename!r}")
         self.cfg = cfg
 
-    def export(self, representation: Any, ctx: Any, assets: Path) -> dict[str, str]:
+    def export(self, representation: Any, ctx: RunContext, assets: Path) -> dict[str, str]:
         surface = export_surface(representation)
         written: dict[str, str] = {}
         maps = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from headgen.export.obj import export_surface
 from headgen.geometry.mesh import SurfaceGeometry
 from headgen.registry import register
 from headgen.render.mesh_renderer import MeshRenderer
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 
 @dataclass
@@ -84,7 +87,7 @@ class PreviewExporter:
     def __init__(self, cfg: Config):
         self.cfg = cfg
 
-    def export(self, representation: Any, ctx: Any, assets: Path) -> dict[str, str]:
+    def export(self, representation: Any, ctx: RunContext, assets: Path) -> dict[str, str]:
         c = self.cfg
         surface = export_surface(representation).to(ctx.device)
         modes = ["shading"] + (["rgb"] if surface.albedo_map is not None or surface.v_color is not None else [])

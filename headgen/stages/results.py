@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -19,6 +19,9 @@ from headgen.config.typed import config_class, parse, to_plain
 from headgen.errors import ResumeError
 from headgen.registry import lookup
 from headgen.rundir import atomic_write, atomic_write_json
+
+if TYPE_CHECKING:
+    from headgen.context import RunContext
 
 RESULT_TENSORS = "result.safetensors"
 RESULT_META = "result.json"
@@ -35,7 +38,7 @@ def has_result(stage_dir: Path) -> bool:
     return (stage_dir / RESULT_TENSORS).is_file() and (stage_dir / RESULT_META).is_file()
 
 
-def load_result(stage_dir: Path, ctx: Any) -> Any:
+def load_result(stage_dir: Path, ctx: RunContext) -> Any:
     """Rebuild the representation a finished stage saved."""
     meta_path = stage_dir / RESULT_META
     try:
