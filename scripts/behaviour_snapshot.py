@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -77,7 +78,7 @@ def record(path: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, run in _runs(Path(tmp)).items():
             metrics = json.loads((run / "summary.json").read_text())["metrics"]
-            kept = {k: v.replace(tmp, "<tmp>") if isinstance(v, str) else v
+            kept = {k: re.sub(r"@\d{8}-\d{6}", "@<time>", v.replace(tmp, "<tmp>")) if isinstance(v, str) else v
                     for k, v in metrics.items() if not any(t in k for t in TIMING)}
             snapshot[name] = {"metrics": kept, "tensors": _tensor_hashes(run, tmp)}
     path.write_text(json.dumps(snapshot, indent=1, sort_keys=True))
