@@ -16,7 +16,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["headgen", "headgen.*", "guidance", "guidance.*",
                                     "representations", "representations.*",
-                                    "converters", "converters.*"]),
+                                    "converters", "converters.*", "selection", "selection.*"]),
     include_package_data=True,
     package_data={"headgen": ["heads/data/*"]},
     install_requires=[

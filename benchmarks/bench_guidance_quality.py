@@ -2,7 +2,7 @@
 
     python benchmarks/bench_guidance_quality.py [--steps 100]
 
-The geometry is fixed to the target's; only the albedo is learned (guidance.demo.experiments).
+The geometry is fixed to the target's; only the albedo is learned (headgen.prior.demo.experiments).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from guidance.demo.experiments import TextureFit, fit_texture
-from guidance.demo.world import DemoWorld
 from headgen.config import build
+from headgen.prior.demo.experiments import TextureFit, fit_texture
+from headgen.prior.demo.world import DemoWorld
 
 CASES = [
     ("sds", {"cfg": 1.0}, False),

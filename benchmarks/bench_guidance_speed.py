@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from guidance.backbone import Branch, Control
 from guidance.base import GuidanceInput
-from guidance.factory import load_pretrained
-from guidance.prompts import PromptConfig
 from headgen.cameras import Cameras
 from headgen.config import parse
 from headgen.config.recipe import ModelSpec
 from headgen.models.random_init import save_random_sd
+from headgen.prior.backbone import Branch, Control
+from headgen.prior.load import load_pretrained
+from headgen.prior.prompts import PromptConfig
 from headgen.registry import lookup
 
 

@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from guidance.backbone import Branch, Control, DiffusionBackbone, resize_images
 from guidance.base import GuidanceInput
 from guidance.distill import DistillConfig, DistillGuidance, cfg_combine
-from guidance.prompts import view_texts
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
 from headgen.errors import HeadgenError
+from headgen.prior.backbone import Branch, Control, DiffusionBackbone, resize_images
+from headgen.prior.prompts import view_texts
 from headgen.registry import register
 
 LANDMARKS = "landmarks"
@@ -74,7 +74,7 @@ class LandmarkGuidance(DistillGuidance):
         return True
 
     def make_backbone(self, ctx: Any) -> DiffusionBackbone:
-        from guidance.factory import get_backbone
+        from headgen.prior.load import get_backbone
 
         return get_backbone(ctx, self.cfg.model, prompt=self.cfg.prompt, controlnets=self.controlnet_roles())
 

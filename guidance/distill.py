@@ -8,12 +8,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from guidance.backbone import Branch, DiffusionBackbone, ViewInfo, resize_images
 from guidance.base import Guidance, GuidanceInput
-from guidance.prompts import PromptConfig, view_texts
 from guidance.timesteps import TimestepConfig, sample_timesteps, sds_weight
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
+from headgen.prior.backbone import Branch, DiffusionBackbone, ViewInfo, resize_images
+from headgen.prior.prompts import PromptConfig, view_texts
 
 
 @dataclass(kw_only=True)
@@ -92,7 +92,7 @@ class DistillGuidance(Guidance):
         return z, t, noise, z_t
 
     def make_backbone(self, ctx: Any) -> DiffusionBackbone:
-        from guidance.factory import get_backbone
+        from headgen.prior.load import get_backbone
 
         return get_backbone(ctx, self.cfg.model, prompt=self.cfg.prompt)
 

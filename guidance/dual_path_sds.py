@@ -27,14 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from guidance.backbone import Branch, DiffusionBackbone, PretrainedBackbone, ViewInfo
 from guidance.base import GuidanceInput
 from guidance.distill import DistillConfig, DistillGuidance, cfg_combine, clean_grad, sds_loss
-from guidance.prompts import PromptConfig
 from guidance.timesteps import sds_weight
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
 from headgen.errors import HeadgenError
+from headgen.prior.backbone import Branch, DiffusionBackbone, PretrainedBackbone, ViewInfo
+from headgen.prior.prompts import PromptConfig
 from headgen.registry import register
 
 TEXTURE_VIEW = "uv_albedo"
@@ -108,7 +108,7 @@ class DualPathSDSGuidance(DistillGuidance):
             self._check_texture_unet()
 
     def make_texture_backbone(self, ctx: Any) -> DiffusionBackbone:
-        from guidance.factory import get_backbone
+        from headgen.prior.load import get_backbone
 
         prompt = PromptConfig(view_dependent=False, token_file=self.cfg.texture_token_file,
                               cache_dir=self.cfg.prompt.cache_dir)

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from guidance.backbone import Branch, Control
 from guidance.base import GuidanceInput
 from guidance.controlnet_sds import ControlNetSDSConfig, LandmarkGuidance, control_image
 from guidance.distill import cfg_combine
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
 from headgen.errors import HeadgenError
+from headgen.prior.backbone import Branch, Control
 from headgen.registry import register
 
 IP2P = "ip2p"

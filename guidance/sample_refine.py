@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from guidance.backbone import resize_images
 from guidance.base import GuidanceInput
 from guidance.controlnet_sds import SwitchableControlNetConfig, SwitchableLandmarkGuidance
 from guidance.perceptual import ImageLoss, ImageLossConfig
 from guidance.sampling import ddim_scheduler, sdedit_sample
 from guidance.timesteps import TimestepConfig, sample_timesteps
 from headgen.config.schedule import Scalar, value_at
+from headgen.prior.backbone import resize_images
 from headgen.registry import register
 
 

@@ -14,8 +14,8 @@ import torch
 from diffusers import DDIMScheduler
 from torch import Tensor
 
-from guidance.backbone import Branch, DiffusionBackbone, ViewInfo
 from guidance.distill import cfg_combine
+from headgen.prior.backbone import Branch, DiffusionBackbone, ViewInfo
 
 
 def ddim_scheduler(backbone: DiffusionBackbone) -> DDIMScheduler:

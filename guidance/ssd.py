@@ -21,11 +21,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from guidance.backbone import Branch
 from guidance.base import GuidanceInput
 from guidance.controlnet_sds import SwitchableControlNetConfig, SwitchableLandmarkGuidance
 from guidance.distill import cfg_combine
 from headgen.config.schedule import value_at
+from headgen.prior.backbone import Branch
 from headgen.registry import register
 
 

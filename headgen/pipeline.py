@@ -181,12 +181,12 @@ def _score(ctx: RunContext, stage: str) -> None:
     rep = ctx.state.get("representation")
     if world is None and rep is not None and ctx.prior.demo:
         # A stage that builds no prior (e.g. an edit's `load`) is still scored: it is the edit's start.
-        from guidance.demo.world import DemoWorld
+        from headgen.prior.demo.world import DemoWorld
 
         world = DemoWorld.for_run(ctx)
     if world is None or rep is None:
         return
-    from guidance.demo.metrics import demo_scores, edit_region_scores
+    from headgen.prior.demo.metrics import demo_scores, edit_region_scores
 
     for key, value in demo_scores(rep, world).items():
         ctx.metrics[f"{stage}/{key}"] = round(value, 5)

@@ -27,11 +27,10 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "headgen.render.mesh_renderer",
     "headgen.render.volume",
     "headgen.heads",
-    "headgen.selection",
     "headgen.inputs",
     "headgen.export",
     "guidance",
-    "guidance.hair_select",
+    "selection",
     "representations",
     "converters",
 )

@@ -275,7 +275,7 @@ class NeRF(Representation):
         world = getattr(ctx, "state", {}).get("demo_world") if ctx is not None else None
         if world is None or self.cfg.color_channels != 3:
             return {}
-        from guidance.demo.metrics import surface_scores
+        from headgen.prior.demo.metrics import surface_scores
 
         try:
             mesh = self.extract_mesh(self.cfg.export_resolution)

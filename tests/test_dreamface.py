@@ -53,7 +53,7 @@ def test_assets_and_summary(run_dir):
     assert "jawOpen" in glb.meshes[0].extras["targetNames"]
     material = glb.materials[0]
     assert material.pbrMetallicRoughness.baseColorTexture is not None and material.normalTexture is not None
-    # The demo target of "an old sailor with a grey beard" has short grey hair (guidance/demo/targets.py).
+    # The demo target of "an old sailor with a grey beard" has short grey hair (headgen/prior/demo/targets.py).
     # The colour is clear (grey 0.991, next 0.976). The style is a near tie between the short cut and the
     # bun, whose renders on the carved head differ little: short 0.9901 / bun 0.9911 on an AMD EPYC
     # (AVX512, 2026-12-03), short ahead on the machines before. So: the selector takes its best-scoring

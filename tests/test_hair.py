@@ -12,17 +12,17 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
-from guidance.demo.clip import DemoClip
-from guidance.demo.targets import HAIR_COLOURS, spec_for
-from guidance.demo.world import DemoSettings, DemoWorld
-from guidance.hair_select import ClipHair, ClipHairConfig, HairScene
 from headgen.config import parse
 from headgen.errors import HeadgenError
 from headgen.hair import PRESET_COLOURS, HairFit, builtin_library, load_library
 from headgen.hair.procedural import INNER_OFFSET, STYLES, head_key
 from headgen.heads.builtin import load_builtin_head
 from headgen.prior import PriorChoice
+from headgen.prior.demo.clip import DemoClip
+from headgen.prior.demo.targets import HAIR_COLOURS, spec_for
+from headgen.prior.demo.world import DemoSettings, DemoWorld
 from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
+from selection.hair_select import ClipHair, ClipHairConfig, HairScene
 
 # Small renders keep the selection test fast; the demo CLIP reads a 16 x 16 descriptor anyway.
 FAST = {"model": "clip_l14", "resolution": 48, "lights": 1, "batch_size": 6, "colours": ["black", "brown", "blonde",
@@ -287,9 +287,9 @@ def test_recipe_runs_hair_after_carving_and_can_skip_it():
 
 
 def test_pretrained_clip_path_scores_candidates_and_the_relative_term(head, cache, tmp_path):
-    from guidance.clip import load_clip
     from headgen.config.recipe import ModelSpec
     from headgen.models.random_init import save_random_clip
+    from headgen.prior.clip import load_clip
 
     folder = save_random_clip(tmp_path / "tiny-clip")
     models = {"tiny_clip": ModelSpec(hub_id="example/tiny-clip", local_dir=str(folder), kind="clip")}

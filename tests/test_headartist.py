@@ -12,12 +12,12 @@ import torch
 import trimesh
 from runhelpers import launch_demo, run_metrics
 
-from guidance.backbone import DiffusionBackbone
 from guidance.base import GuidanceInput
 from headgen.cameras import Cameras
 from headgen.config.compose import compose
 from headgen.config.typed import parse
 from headgen.errors import ConfigError
+from headgen.prior.backbone import DiffusionBackbone
 from headgen.registry import lookup
 
 RECIPE = "methods/headartist.yaml"

@@ -19,9 +19,9 @@ import torch
 import trimesh
 from runhelpers import launch_demo, run_metrics
 
-from guidance.demo.metrics import eval_cameras, psnr
-from guidance.demo.world import DemoWorld, camera_lights
 from headgen.heads import load_builtin_head
+from headgen.prior.demo.metrics import eval_cameras, psnr
+from headgen.prior.demo.world import DemoWorld, camera_lights
 from headgen.render.mesh_renderer import MeshRenderer
 from headgen.stages.results import load_result
 

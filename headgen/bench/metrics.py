@@ -5,12 +5,12 @@ Evaluation orbit (the same for every method): :data:`EVAL_ORBIT`, 8 views around
 elevation 5 degrees, every 45 degrees of azimuth from the front, camera at distance 3 with a
 30-degree field of view, textured render (shaded geometry when the result has no texture) on white
 under the preview exporter's key light. CLIP score = ``100 * cos(image, text)`` per view, averaged
-(:func:`guidance.clip.clip_score`, through transformers' ``CLIPModel`` in
-:class:`guidance.clip.PretrainedClip`).
+(:func:`headgen.prior.clip.clip_score`, through transformers' ``CLIPModel`` in
+:class:`headgen.prior.clip.PretrainedClip`).
 
 Ground truth under the demo prior (:func:`demo_ground_truth`): ``psnr``, ``silhouette_iou``,
 ``geometry_error``, ``identity_distance`` exactly as ``summary.json`` records them per stage
-(:func:`guidance.demo.metrics.demo_scores`), plus ``landmark_error_px``: the mean pixel distance
+(:func:`headgen.prior.demo.metrics.demo_scores`), plus ``landmark_error_px``: the mean pixel distance
 between the result's and the target's embedded landmarks projected into the front-orbit views at
 ``gt_resolution`` px (128 by default, as summary.json; landmarks facing the camera in both), for
 results with the head model's topology.
@@ -98,7 +98,7 @@ def clip_available(spec: ModelSpec) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _pretrained(name: str, spec_json: str, device: str) -> Any:
-    from guidance.clip import load_clip
+    from headgen.prior.clip import load_clip
 
     spec = parse(ModelSpec, json.loads(spec_json), path=f"models.{name}")
     return load_clip({name: spec}, name, device)
@@ -113,7 +113,7 @@ def clip_scorer(name: str, spec: ModelSpec, device: torch.device) -> Any:
 
 def clip_score_views(model: Any, images: torch.Tensor, text: str) -> float:
     """100 x cosine(view, text), averaged over the views."""
-    from guidance.clip import clip_score
+    from headgen.prior.clip import clip_score
 
     return clip_score(model, images, text)
 
@@ -124,7 +124,7 @@ _WORLDS: dict[tuple[str, str, str], Any] = {}
 
 def demo_world(ctx: RunContext) -> Any:
     """The demo prior's world for the run's prompt and head (one per process and prompt)."""
-    from guidance.demo.world import DemoSettings, DemoWorld
+    from headgen.prior.demo.world import DemoSettings, DemoWorld
 
     key = (json.dumps(ctx.plain_config.get("head"), sort_keys=True), ctx.config.prompt, str(ctx.device))
     if key not in _WORLDS:
@@ -138,7 +138,7 @@ def demo_world(ctx: RunContext) -> Any:
 def landmark_error_px(vertices: torch.Tensor, world: Any, size: int = GT_SIZE) -> float | None:
     """Mean pixel distance of the embedded landmarks (result vs target) over the front orbit, or None
     when the result does not have the head model's topology."""
-    from guidance.demo.metrics import eval_cameras
+    from headgen.prior.demo.metrics import eval_cameras
     from headgen.render.landmarks import facing_camera
 
     head = world.head
@@ -169,7 +169,7 @@ def _project(points: torch.Tensor, cameras: Any) -> torch.Tensor:
 
 
 def demo_ground_truth(ctx: RunContext, representation: Any, size: int = GT_SIZE) -> dict[str, float]:
-    from guidance.demo.metrics import demo_scores
+    from headgen.prior.demo.metrics import demo_scores
 
     world = demo_world(ctx)
     scores = demo_scores(representation, world, size=size)
@@ -208,7 +208,7 @@ def score_run(root: str | Path, *, prior: str, clip_models: list[str], demo_clip
             score = clip_score_views(scorer, images, ctx.config.prompt)
             metrics[f"clip_{name.removeprefix('clip_')}"] = round(score, 4)
         if demo_clip and prior == "demo" and images is not None:
-            from guidance.demo.clip import DemoClip
+            from headgen.prior.demo.clip import DemoClip
 
             metrics["clip_demo"] = round(clip_score_views(DemoClip(demo_world(ctx)), images, ctx.config.prompt), 4)
     return metrics, notes

@@ -1,6 +1,6 @@
 """Preset hair colours (DreamFace selects one of a predefined list by rendering the hair on the head).
 
-The demo prior paints its targets' hair with the same values (``guidance.demo.targets``).
+The demo prior paints its targets' hair with the same values (``headgen.prior.demo.targets``).
 """
 
 from __future__ import annotations

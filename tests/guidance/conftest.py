@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from guidance.factory import load_pretrained
-from guidance.prompts import PromptConfig
 from headgen.config.recipe import ModelSpec
 from headgen.models.random_init import save_random_sd
+from headgen.prior.load import load_pretrained
+from headgen.prior.prompts import PromptConfig
 
 
 @pytest.fixture(scope="session")

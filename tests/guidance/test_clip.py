@@ -9,8 +9,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from guidance.clip import PretrainedClip, get_clip, load_clip
-from guidance.clip_select import (
+from headgen.cameras import Lights
+from headgen.config import build, parse
+from headgen.config.recipe import ModelSpec
+from headgen.geometry.mesh import Mesh
+from headgen.models.random_init import save_random_clip
+from headgen.prior import PriorChoice
+from headgen.prior.clip import PretrainedClip, load_clip
+from headgen.prior.demo.clip import DemoClip, projection
+from headgen.prior.demo.world import DemoWorld
+from headgen.prior.load import get_clip
+from headgen.render.mesh_renderer import MeshRenderer
+from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
+from selection.clip_select import (
     BETA_BLOCK,
     ClipSelect,
     ClipSelectConfig,
@@ -18,16 +29,6 @@ from guidance.clip_select import (
     candidate_betas,
     light_directions,
 )
-from guidance.demo.clip import DemoClip, projection
-from guidance.demo.world import DemoWorld
-from headgen.cameras import Lights
-from headgen.config import build, parse
-from headgen.config.recipe import ModelSpec
-from headgen.geometry.mesh import Mesh
-from headgen.models.random_init import save_random_clip
-from headgen.prior import PriorChoice
-from headgen.render.mesh_renderer import MeshRenderer
-from representations.parametric_mesh import ParametricMesh, ParametricMeshConfig
 
 PROMPT = "an old man with a grey beard"
 NUM = 20  # identity coefficients selected

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from guidance.demo.experiments import TextureFit, fit_texture
-from guidance.demo.world import DemoWorld
 from headgen.config import build
+from headgen.prior.demo.experiments import TextureFit, fit_texture
+from headgen.prior.demo.world import DemoWorld
 
 PROMPT = "an old man with a grey beard"
 

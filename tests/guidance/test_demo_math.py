@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from guidance.demo.autoencoder import LinearAutoencoder
-from guidance.demo.denoiser import eps_prediction, posterior_mean
+from headgen.prior.demo.autoencoder import LinearAutoencoder
+from headgen.prior.demo.denoiser import eps_prediction, posterior_mean
 
 
 def test_posterior_mean_equals_brute_force():

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from guidance.prompts import PromptConfig, TextEmbedder, view_texts
 from headgen.config.recipe import ModelSpec
 from headgen.errors import ConfigError
 from headgen.models.random_init import save_random_sd
 from headgen.models.zoo import load_component
+from headgen.prior.prompts import PromptConfig, TextEmbedder, view_texts
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from guidance.backbone import Branch, DiffusionBackbone
 from guidance.base import GuidanceInput
-from guidance.demo.backbone import sd_alphas_cumprod
 from guidance.perceptual import LPIPS, ImageLoss, ImageLossConfig
 from guidance.sample_refine import SampleRefineGuidance
 from guidance.sampling import ddim_scheduler, sampling_timesteps, sdedit_sample
 from headgen.cameras import Cameras
 from headgen.config import parse
 from headgen.errors import ConfigError, HeadgenError, ModelNotFoundError
+from headgen.prior.backbone import Branch, DiffusionBackbone
+from headgen.prior.demo.backbone import sd_alphas_cumprod
 
 LPIPS_HEADS = Path(__file__).resolve().parents[1] / "data" / "lpips" / "vgg_v0.1.pth"
 

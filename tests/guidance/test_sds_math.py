@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from guidance.backbone import Branch, Control
 from guidance.base import GuidanceInput
 from guidance.distill import DistillConfig, sds_loss
 from guidance.sds import SDSGuidance
 from guidance.timesteps import TimestepConfig, sample_timesteps, sds_weight
 from headgen.config import parse
+from headgen.prior.backbone import Branch, Control
 
 
 def test_sds_loss_gradient_is_grad_over_batch():

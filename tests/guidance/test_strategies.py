@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from guidance.backbone import Branch, PretrainedBackbone
 from guidance.base import GuidanceInput
 from guidance.controlnet_sds import ControlNetSDSGuidance, back_views
 from guidance.distill import DistillConfig
@@ -19,6 +18,7 @@ from headgen.config import parse
 from headgen.config.recipe import ModelSpec
 from headgen.errors import HeadgenError
 from headgen.models.random_init import build_unet
+from headgen.prior.backbone import Branch, PretrainedBackbone
 
 PROMPT = "a face"
 NEG = "blurry"
@@ -140,11 +140,11 @@ def test_headsculpt_recipe_back_views_use_the_plain_unet(which, tiny_models, tin
     template and its learned token; the other views go through the ControlNet."""
     from safetensors.torch import save_file
 
-    from guidance.factory import load_pretrained
-    from guidance.prompts import PromptConfig
     from headgen.camera_sampling import view_labels
     from headgen.config import build
     from headgen.config.compose import compose
+    from headgen.prior.load import load_pretrained
+    from headgen.prior.prompts import PromptConfig
     from headgen.registry import lookup
     from headgen.render.landmarks import render_landmark_map
 

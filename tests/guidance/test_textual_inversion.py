@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from guidance.prompts import PromptConfig, TextEmbedder, load_token_file
 from headgen.models.zoo import load_component
+from headgen.prior.prompts import PromptConfig, TextEmbedder, load_token_file
 from headgen.train.__main__ import main as train_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py

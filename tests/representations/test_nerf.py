@@ -231,7 +231,7 @@ def test_prior_aligned_to_the_threshold_surface(head):
 
 def test_demo_metrics_score_the_threshold_surface(head):
     """Under the demo prior a NeRF reports the ground-truth scores of its threshold surface; otherwise none."""
-    from guidance.demo.world import DemoSettings, DemoWorld
+    from headgen.prior.demo.world import DemoSettings, DemoWorld
 
     nerf = make(SimpleNamespace(head=head), density_prior="head", prior_width=0.03, prior_align_threshold=True,
                 export_resolution=40)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from guidance.demo.world import DemoWorld
 from headgen.errors import ConfigError
+from headgen.prior.demo.world import DemoWorld
 from headgen.registry import register
 
 if TYPE_CHECKING:

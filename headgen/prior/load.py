@@ -1,16 +1,18 @@
-"""The diffusion backbones a run's guidance uses: pretrained (diffusers) or the demo prior, as the
-run's prior choice (``ctx.prior``, made when the run starts) says for the model."""
+"""The models a run's parts ask for by name: diffusion backbones (for guidance) and CLIP (for
+selectors), pretrained (diffusers / transformers) or the demo prior's, as the run's prior choice
+(``ctx.prior``, made when the run starts) says for that model; each loaded once per run."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from guidance.backbone import DiffusionBackbone, PretrainedBackbone
-from guidance.prompts import PromptConfig, TextEmbedder
 from headgen.config.recipe import ModelSpec
 from headgen.errors import ModelNotFoundError
 from headgen.models.zoo import load_component
+from headgen.prior.backbone import DiffusionBackbone, PretrainedBackbone
 from headgen.prior.choice import REQUIRED_COMPONENTS
+from headgen.prior.clip import ClipModel, load_clip
+from headgen.prior.prompts import PromptConfig, TextEmbedder
 
 
 def get_backbone(
@@ -23,7 +25,7 @@ def get_backbone(
     if key in cache:
         return cache[key]
     if ctx.prior.uses_demo(model):
-        from guidance.demo.backbone import DemoBackbone
+        from headgen.prior.demo.backbone import DemoBackbone
 
         backbone: DiffusionBackbone = DemoBackbone.for_run(ctx, controlnets=list(controlnets))
     else:
@@ -45,3 +47,19 @@ def load_pretrained(
     text = TextEmbedder(parts["tokenizer"], parts["text_encoder"], model_key, prompt)
     nets = {role: load_component(name, models[name], "controlnet", device) for role, name in controlnets.items()}
     return PretrainedBackbone(parts["unet"], parts["vae"], text, parts["scheduler"], nets, device)
+
+
+def get_clip(ctx: Any, name: str) -> ClipModel:
+    """The run's CLIP for model ``name``: the demo CLIP under the demo prior, else the pretrained
+    one; loaded once per run (cached in ``ctx.state``)."""
+    demo = ctx.prior.uses_demo(name)
+    cache = ctx.state.setdefault("clip_models", {})
+    key = "<demo>" if demo else name
+    if key not in cache:
+        if demo:
+            from headgen.prior.demo.clip import DemoClip
+
+            cache[key] = DemoClip.for_run(ctx)
+        else:
+            cache[key] = load_clip(ctx, name, ctx.device)
+    return cache[key]

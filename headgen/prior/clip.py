@@ -2,7 +2,8 @@
 
 :class:`PretrainedClip` wraps a transformers ``CLIPModel`` with its tokenizer and image processor
 (loaded through the model zoo); the demo prior has its own analogue
-(:class:`guidance.demo.clip.DemoClip`). :func:`get_clip` returns the one the run's prior calls for.
+(:class:`headgen.prior.demo.clip.DemoClip`); :func:`headgen.prior.load.get_clip` returns the one
+the run's prior calls for.
 
 Images are ``[B, H, W, 3]`` floats in [0, 1]. Preprocessing is done in torch (no torchvision, no
 PIL round trip): resize the shortest edge to the processor's size (bicubic, antialiased), centre
@@ -228,21 +229,5 @@ def load_clip(ctx_or_models: Any, name: str, device: torch.device | str = "cpu")
     return PretrainedClip(model, tokenizer, processor, model_key(spec, dtype))
 
 
-def get_clip(ctx: Any, name: str) -> ClipModel:
-    """The run's CLIP for model ``name``: the demo CLIP under the demo prior, else the pretrained
-    one; loaded once per run (cached in ``ctx.state``)."""
-    demo = ctx.prior.uses_demo(name)
-    cache = ctx.state.setdefault("clip_models", {})
-    key = "<demo>" if demo else name
-    if key not in cache:
-        if demo:
-            from guidance.demo.clip import DemoClip
-
-            cache[key] = DemoClip.for_run(ctx)
-        else:
-            cache[key] = load_clip(ctx, name, ctx.device)
-    return cache[key]
-
-
-__all__ = ["ClipModel", "PretrainedClip", "TextScene", "TextSubject", "clip_score", "get_clip", "load_clip",
+__all__ = ["ClipModel", "PretrainedClip", "TextScene", "TextSubject", "clip_score", "load_clip",
            "model_key"]

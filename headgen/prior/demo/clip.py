@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from guidance.clip import TextScene, TextSubject, clip_score
-from guidance.demo.targets import HAIR_COLOURS, DemoTarget
-from guidance.demo.world import DemoWorld
+from headgen.prior.clip import TextScene, TextSubject, clip_score
+from headgen.prior.demo.targets import HAIR_COLOURS, DemoTarget
+from headgen.prior.demo.world import DemoWorld
 
 DIM = 128
 GRID = 16
@@ -89,16 +89,21 @@ class DemoClip:
     # ------------------------------------------------------------------ text = a known head
     def imager(self) -> Any:
         if self._imager is None:
-            from guidance.clip_select import ClipSelectConfig, GeometryImager
+            from headgen.prior.clip_views import (
+                DEFAULT_DISTANCE,
+                DEFAULT_FOVY,
+                DEFAULT_LIGHTS,
+                DEFAULT_VIEWS,
+                GeometryImager,
+            )
 
-            d = ClipSelectConfig()
-            self._imager = GeometryImager(d.views, d.lights, self.text_resolution, d.distance, d.fovy,
-                                          device=self.device)
+            self._imager = GeometryImager(DEFAULT_VIEWS, DEFAULT_LIGHTS, self.text_resolution, DEFAULT_DISTANCE,
+                                          DEFAULT_FOVY, device=self.device)
         return self._imager
 
     def head_embedding(self, beta: Tensor) -> Tensor:
         """[D] the selection embedding of the head with identity ``beta``."""
-        from guidance.clip_select import selection_embedding
+        from headgen.prior.clip_views import selection_embedding
 
         head = self.world.head
         verts = head.vertices(beta.to(head.v_template.device))

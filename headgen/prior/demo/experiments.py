@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from guidance.base import GuidanceInput
-from guidance.demo.backbone import DemoBackbone
-from guidance.demo.metrics import demo_scores
-from guidance.demo.world import DemoWorld
 from headgen.config import parse
+from headgen.prior.demo.backbone import DemoBackbone
+from headgen.prior.demo.metrics import demo_scores
+from headgen.prior.demo.world import DemoWorld
 from headgen.registry import lookup
 from headgen.render.landmarks import render_landmark_map
 from headgen.render.mesh_renderer import MeshRenderer

@@ -37,12 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from guidance.clip import ClipModel, TextSubject, get_clip
-from guidance.clip_select import GeometryImager, mean_embedding
 from headgen.config.typed import model_ref
 from headgen.errors import ConfigError
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.hair import NONE, PRESET_COLOURS, HairFit, HairLibrary, colour_rgb, resolve_library
+from headgen.prior.clip import ClipModel, TextSubject
+from headgen.prior.clip_views import GeometryImager, mean_embedding
+from headgen.prior.load import get_clip
 from headgen.registry import register
 from headgen.rundir import atomic_write_json
 

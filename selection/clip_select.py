@@ -29,7 +29,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,23 +38,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from guidance.clip import ClipModel, get_clip
-from headgen.cameras import Cameras
 from headgen.config.typed import model_ref
 from headgen.errors import ConfigError
-from headgen.geometry.mesh import Mesh, SurfaceGeometry
+from headgen.prior.clip import ClipModel
+from headgen.prior.clip_views import (
+    DEFAULT_DISTANCE,
+    DEFAULT_FOVY,
+    DEFAULT_LIGHTS,
+    DEFAULT_VIEWS,
+    GeometryImager,
+    light_directions,
+    mean_embedding,
+    selection_embedding,
+)
+from headgen.prior.load import get_clip
 from headgen.registry import register
-from headgen.render.mesh_renderer import MeshRenderer
 from headgen.rundir import atomic_write
 
-DEFAULT_VIEWS: list[tuple[float, float]] = [(0.0, 0.0), (0.0, 45.0), (0.0, -45.0)]
-"""(elevation, azimuth) in degrees: front, left 3/4 (the subject's left is +azimuth), right 3/4."""
 SHARD_SIZE = 8192
 """Candidates per cache file."""
 BETA_BLOCK = 1024
 """Candidates drawn per generator seed (candidate i's draw depends only on its block)."""
 CACHE_FORMAT = 1
-LIGHT_COLOR, LIGHT_AMBIENT, SHADING_ALBEDO = 0.7, 0.3, 0.8
 
 
 # ---------------------------------------------------------------------------------------- candidates
@@ -74,81 +79,6 @@ def candidate_betas(pool_seed: int, start: int, stop: int, num: int, scale: floa
         lo, hi = max(start, block * BETA_BLOCK), min(stop, (block + 1) * BETA_BLOCK)
         out.append(rows[lo - block * BETA_BLOCK: hi - block * BETA_BLOCK])
     return scale * torch.cat(out)
-
-
-# ---------------------------------------------------------------------------------------- rendering
-def light_directions(count: int) -> Tensor:
-    """[count, 3] unit directions in camera space (+z points back toward the camera): a key light
-    from the camera, then a golden-angle spiral within 60 degrees of it."""
-    dirs = []
-    for j in range(count):
-        theta = math.radians(60.0) * math.sqrt(j / (count - 1)) if count > 1 else 0.0
-        phi = j * math.radians(137.50776)
-        dirs.append([math.sin(theta) * math.cos(phi), math.sin(theta) * math.sin(phi), math.cos(theta)])
-    return torch.tensor(dirs, dtype=torch.float32)
-
-
-class GeometryImager:
-    """Bare-geometry images of a head from fixed views under camera-relative directional lights:
-    ``[len(views) * lights, H, W, 3]`` (view-major), grey Lambert shading over white. Extra surfaces
-    (``parts``, e.g. hair) share the depth buffer and are shaded in their own albedo."""
-
-    label = "clip-select"
-    """Which selector the errors name."""
-
-    def __init__(self, views: Sequence[tuple[float, float]], lights: int, resolution: int,
-                 distance: float = 2.7, fovy: float = 30.0, antialias: bool = False, backend: str = "auto",
-                 device: torch.device | str = "cpu"):
-        if not views:
-            raise ConfigError(f"{self.label}: views must name at least one (elevation, azimuth) view")
-        if lights < 1:
-            raise ConfigError(f"{self.label}: lights must be >= 1, got {lights}")
-        self.device = torch.device(device)
-        n = len(views)
-        el = torch.tensor([float(v[0]) for v in views])
-        az = torch.tensor([float(v[1]) for v in views])
-        self.cameras = Cameras.from_spherical(el, az, torch.full((n,), distance), torch.full((n,), fovy),
-                                              resolution).to(self.device)
-        rcfg = MeshRenderer.Config(resolution=resolution, backend=backend,  # type: ignore[arg-type]
-                                   antialias=antialias, background="white")
-        self.renderer = MeshRenderer(rcfg)
-        rot = self.cameras.c2w[:, :3, :3]
-        # [views, lights, 3] world-space directions toward each light
-        self.light_dirs = torch.einsum("vij,lj->vli", rot, light_directions(lights).to(self.device))
-        self.num_images = n * lights
-        self.key = json.dumps({"views": [[float(x) for x in v] for v in views], "lights": lights,
-                               "resolution": resolution, "distance": distance, "fovy": fovy,
-                               "antialias": antialias, "backend": self.backend_name()})  # for cache keys
-
-    def backend_name(self) -> str:
-        return self.renderer.backend_for(self.device).name
-
-    @torch.no_grad()
-    def images(self, vertices: Tensor, faces: Tensor, parts: list[SurfaceGeometry] | None = None) -> Tensor:
-        """``parts`` None: the bare head (no albedo pass); a list (even empty): the head in grey and
-        the parts in their own albedo, one depth buffer."""
-        dev = self.device
-        mesh = Mesh(vertices.to(dev), faces.to(dev))
-        if parts is None:
-            out = self.renderer.render(mesh, self.cameras, None, modes=("normal", "opacity"))
-            albedo = torch.full((1, 1, 1, 1), SHADING_ALBEDO, device=dev)
-        else:
-            grey = torch.full((3,), SHADING_ALBEDO, device=dev)
-            geometry = SurfaceGeometry(mesh, base_color=grey, parts=[p.to(dev) for p in parts])
-            out = self.renderer.render(geometry, self.cameras, None, modes=("albedo", "normal", "opacity"))
-            albedo = out["albedo"]
-        cover = out["opacity"]  # [V,H,W,1]
-        normal = F.normalize(out["normal"] * 2 - cover, dim=-1, eps=1e-12)
-        ndotl = torch.einsum("vhwc,vlc->vlhw", normal, self.light_dirs).clamp_min(0)[..., None]
-        shade = (albedo[:, None] * (LIGHT_AMBIENT + LIGHT_COLOR * ndotl)).clamp(0, 1)
-        img = shade * cover[:, None] + (1 - cover[:, None])
-        return img.expand(-1, -1, -1, -1, 3).flatten(0, 1)
-
-
-def mean_embedding(clip: ClipModel, images: Tensor, per_head: int) -> Tensor:
-    """[N, D]: the renormalised mean CLIP embedding of each head's ``per_head`` consecutive images."""
-    emb = clip.image_embeddings(images)
-    return F.normalize(emb.view(-1, per_head, emb.shape[-1]).mean(1), dim=-1)
 
 
 def relative_scores(e: Tensor, e_text: Tensor, e_mean_mesh: Tensor, e_anchor: Tensor, lambda_direct: float,
@@ -252,13 +182,13 @@ class ClipSelectConfig:
     """Candidates rendered and embedded per batch (views x lights images each)."""
     views: list[tuple[float, float]] = field(default_factory=lambda: list(DEFAULT_VIEWS))
     """(elevation, azimuth) degrees of each view; default front, left 3/4, right 3/4."""
-    lights: int = 10
+    lights: int = DEFAULT_LIGHTS
     """Directional lights per view (camera-relative: a key light plus a spiral within 60 degrees)."""
     resolution: int = 224
     """Render size in pixels (CLIP resizes to its own input size)."""
-    distance: float = 2.7
+    distance: float = DEFAULT_DISTANCE
     """Camera distance in head heights (the cameras look at the origin of the normalised head frame)."""
-    fovy: float = 30.0
+    fovy: float = DEFAULT_FOVY
     """Vertical field of view, degrees."""
     antialias: bool = False
     """Antialias silhouettes of the renders (slower; no gradients are needed here)."""
@@ -367,7 +297,7 @@ class ClipSelect:
         if world is not None:
             # What the selection is worth under the demo prior: the same ground-truth scores for
             # candidates drawn at random from the pool.
-            from guidance.demo.metrics import random_candidate_scores
+            from headgen.prior.demo.metrics import random_candidate_scores
 
             betas = candidate_betas(self.cfg.pool_seed, 0, 32, representation.beta.numel(), self.cfg.scale)
             for key, value in random_candidate_scores(world, betas).items():
@@ -456,11 +386,6 @@ class ClipSelect:
         dev = imager.device
         images = torch.cat([imager.images(head.vertices(b.to(dev)), faces) for b in betas])
         return mean_embedding(clip, images, imager.num_images)
-
-
-def selection_embedding(clip: ClipModel, vertices: Tensor, faces: Tensor, imager: GeometryImager) -> Tensor:
-    """[D] the selection embedding of one head, computed exactly as a pool candidate's."""
-    return mean_embedding(clip, imager.images(vertices, faces), imager.num_images)[0]
 
 
 __all__ = ["DEFAULT_VIEWS", "ClipSelect", "ClipSelectConfig", "GeometryImager", "PoolCache", "Selection",

@@ -2,7 +2,7 @@
 
 It has the pretrained backbone's interface, so every guidance runs on it unchanged: SD's
 scaled-linear alphas, a linear autoencoder with SD's shapes, and ``eps`` that answers every
-branch from the closed-form posterior over its data set (see :mod:`guidance.demo.world`).
+branch from the closed-form posterior over its data set (see :mod:`headgen.prior.demo.world`).
 Analogues: a branch's text maps to its target (``subject``; ``edit`` gives the edited target, the
 InstructPix2Pix analogue); the unconditional / negative branch is the mixture over the bank. A
 landmark-ControlNet analogue conditions on the camera of the landmark map, which is the camera
@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import Tensor
 
-from guidance.backbone import Branch, DiffusionBackbone, ViewInfo
-from guidance.demo.autoencoder import LinearAutoencoder
-from guidance.demo.denoiser import eps_prediction
-from guidance.demo.world import DemoWorld
 from headgen.errors import HeadgenError
+from headgen.prior.backbone import Branch, DiffusionBackbone, ViewInfo
+from headgen.prior.demo.autoencoder import LinearAutoencoder
+from headgen.prior.demo.denoiser import eps_prediction
+from headgen.prior.demo.world import DemoWorld
 
 
 def sd_alphas_cumprod(num_train_timesteps: int = 1000) -> Tensor:

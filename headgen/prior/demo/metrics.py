@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from guidance.demo.world import DemoWorld, camera_lights
 from headgen.cameras import Cameras
 from headgen.geometry.mesh import SurfaceGeometry
+from headgen.prior.demo.world import DemoWorld, camera_lights
 from headgen.render.mesh_renderer import MeshRenderer
 
 FRONT_ORBIT = [(5.0, -60.0), (5.0, -30.0), (5.0, 0.0), (5.0, 30.0), (5.0, 60.0), (30.0, 0.0)]

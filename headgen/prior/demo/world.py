@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from guidance.demo.autoencoder import LinearAutoencoder
-from guidance.demo.targets import BANK_PROMPTS, DemoTarget, TexelMaps, make_target, texel_maps
 from headgen.cameras import Cameras, Lights
 from headgen.errors import HeadgenError
+from headgen.prior.demo.autoencoder import LinearAutoencoder
+from headgen.prior.demo.targets import BANK_PROMPTS, DemoTarget, TexelMaps, make_target, texel_maps
 from headgen.render.mesh_renderer import MeshRenderer
 
 
