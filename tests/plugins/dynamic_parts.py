@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from toy_parts import ToyTargetGuidance, toy_target
+from toy_parts import ToyRollRenderer, ToyTargetGuidance, toy_target
 
 from guidance.base import Guidance, GuidanceInput
 from headgen.registry import register
@@ -85,21 +85,6 @@ class ToyPoints(Representation):
             self.grad_accum = torch.zeros(n)
 
 
-@register("renderer", "toy-splat")
-class ToySplatRenderer:
-    """Draws a toy-points image shifted by each 'camera' (test only)."""
-
-    @dataclass
-    class Config:
-        pass
-
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-
-    def render(self, image: Tensor, cameras: Tensor, lights, modes, generator) -> dict[str, Tensor]:
-        return {"rgb": torch.stack([torch.roll(image, (int(s[0]), int(s[1])), (0, 1)) for s in cameras])}
-
-
 @register("guidance", "toy-vsd")
 class ToyVSDGuidance(Guidance):
     """VSD-style guidance with its own trainable network at its own learning rate (test only)."""
@@ -139,4 +124,5 @@ class ToyVSDGuidance(Guidance):
         }
 
 
-__all__ = ["ToyPoints", "ToySplatRenderer", "ToyTargetGuidance", "ToyVSDGuidance"]
+# toy_parts registers the renderer (toy-roll), cameras (toy-shift) and toy-target guidance used beside these.
+__all__ = ["ToyPoints", "ToyRollRenderer", "ToyTargetGuidance", "ToyVSDGuidance"]
