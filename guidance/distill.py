@@ -116,9 +116,15 @@ class DistillGuidance(Guidance):
     def noise_and_t(self, z: Tensor, step: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         bb = self.backbone
         t = sample_timesteps(self.cfg.timesteps, step, self.total_steps, z.shape[0], bb.num_train_timesteps, generator)
+        noise, z_t = self.noised(z, t, generator)
+        return t.to(z.device), noise, z_t
+
+    def noised(self, z: Tensor, t: Tensor, generator: torch.Generator,
+               backbone: DiffusionBackbone | None = None) -> tuple[Tensor, Tensor]:
+        """Draw the noise for latents ``z`` at timesteps ``t``: ``(noise, z_t)`` (``backbone``: whose
+        schedule; the guidance's own by default)."""
         noise = torch.randn(z.shape, generator=generator).to(z)
-        t = t.to(z.device)
-        return t, noise, bb.add_noise(z.detach(), noise, t)
+        return noise, (backbone or self.backbone).add_noise(z.detach(), noise, t.to(z.device))
 
     def sds_grad(self, inp: GuidanceInput, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Plain text-conditioned SDS: (latents z, grad = w(t) (eps_cfg - eps), t); draws t then noise."""
@@ -131,8 +137,10 @@ class DistillGuidance(Guidance):
         grad = self.weight(t, z) * (cfg_combine(eps_c, eps_u, value_at(self.cfg.cfg, inp.step)) - noise)
         return z, grad, t
 
-    def weight(self, t: Tensor, z: Tensor) -> Tensor:
-        return sds_weight(self.backbone.alphas_cumprod, t, self.cfg.timesteps.weighting).to(z).view(-1, 1, 1, 1)
+    def weight(self, t: Tensor, z: Tensor, backbone: DiffusionBackbone | None = None) -> Tensor:
+        """w(t) as [B,1,1,1] (``backbone``: whose schedule; the guidance's own by default)."""
+        alphas = (backbone or self.backbone).alphas_cumprod
+        return sds_weight(alphas, t, self.cfg.timesteps.weighting).to(z).view(-1, 1, 1, 1)
 
     def finish(self, name: str, z: Tensor, grad: Tensor, t: Tensor, step: int) -> dict[str, Tensor]:
         grad = clean_grad(grad, self.cfg.grad_clip, step)

@@ -28,12 +28,11 @@ import torch
 from torch import Tensor
 
 from guidance.base import GuidanceInput
-from guidance.distill import DistillConfig, DistillGuidance, cfg_combine, clean_grad, sds_loss
-from guidance.timesteps import sds_weight
+from guidance.distill import DistillConfig, DistillGuidance, cfg_combine
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
 from headgen.errors import HeadgenError
-from headgen.prior.backbone import Branch, DiffusionBackbone, PretrainedBackbone, ViewInfo
+from headgen.prior.backbone import Branch, DiffusionBackbone, ViewInfo
 from headgen.prior.prompts import PromptConfig
 from headgen.registry import register
 
@@ -65,25 +64,6 @@ class DualPathSDSConfig(DistillConfig):
     """Weight of the generic path's loss."""
     lambda_tau: Scalar = 1.0
     """Weight of the texture path's loss."""
-
-
-def masked_eps(backbone: PretrainedBackbone, z_t: Tensor, t: Tensor, branches: list[Branch]) -> list[Tensor]:
-    """Like :meth:`PretrainedBackbone.eps` for a UNet whose input is the noisy latent plus an all-ones
-    mask channel: every branch in ONE UNet call (counted in ``backbone.calls['unet']``), no ControlNet."""
-    if any(br.controls for br in branches):
-        raise ValueError("masked_eps runs no ControlNet")
-    b, n = z_t.shape[0], len(branches)
-    texts = [text for br in branches for text in br.texts]
-    if len(texts) != n * b:
-        counts = [len(br.texts) for br in branches]
-        raise ValueError(f"every branch needs one text per sample ({b}), got {counts}")
-    emb = backbone.text(texts).to(backbone.device, backbone.dtype)
-    z_in = torch.cat([z_t, torch.ones_like(z_t[:, :1])], dim=1).repeat(n, 1, 1, 1)
-    z_in = z_in.to(backbone.device, backbone.dtype)
-    t_in = t.to(backbone.device).repeat(n)
-    backbone.calls["unet"] += 1
-    out = backbone.unet(z_in, t_in, encoder_hidden_states=emb).sample.float()
-    return list(out.chunk(n))
 
 
 @register("guidance", "dual-path-sds")
@@ -161,9 +141,8 @@ class DualPathSDSGuidance(DistillGuidance):
         out["sds_generic"] = loss_g.detach()
         loss = value_at(self.cfg.lambda_g, inp.step) * loss_g
         if tex is not None:
-            loss_tau, grad_tau = self.texture_loss(inp, tex, t, generator)
+            loss_tau, out["grad_norm_texture"] = self.texture_loss(inp, tex, t, generator)
             out["sds_texture"] = loss_tau.detach()
-            out["grad_norm_texture"] = grad_tau.flatten(1).norm(dim=1).mean()
             loss = loss + value_at(self.cfg.lambda_tau, inp.step) * loss_tau
         out["loss_sds"] = loss
         return out
@@ -171,24 +150,23 @@ class DualPathSDSGuidance(DistillGuidance):
     def texture_loss(
         self, inp: GuidanceInput, tex: Tensor, t: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
-        """SDS loss on the texture latent and its (cleaned) gradient, at the generic path's first t."""
+        """SDS loss on the texture latent and its gradient's mean norm, at the generic path's first t
+        (the texture backbone's noise schedule and weighting; the distill steps of every SDS)."""
         bb = self.texture_backbone
         assert bb is not None
         n = tex.shape[0]
         t_tau = t[:1].expand(n).to(tex.device)
-        noise = torch.randn(tex.shape, generator=generator).to(tex)
-        z_t = bb.add_noise(tex.detach(), noise, t_tau)
+        noise, z_t = self.noised(tex, t_tau, generator, bb)
         negative = self.cfg.texture_negative_prompt
         negative = self.negative(inp) if negative is None else negative
         text = inp.prompt + self.cfg.texture_prompt_suffix
         branches = [Branch([text] * n, subject=inp.prompt), Branch([negative] * n)]
+        views = ViewInfo(cameras=None, image_key=TEXTURE_VIEW, space="latent")
+        # DreamFace's texture UNet reads an all-ones mask channel after the latent
+        mask = torch.ones_like(z_t[:, :1]) if self.cfg.mask_channel else None
         with torch.no_grad():
-            if self.cfg.mask_channel and isinstance(bb, PretrainedBackbone):
-                eps_c, eps_u = masked_eps(bb, z_t, t_tau, branches)
-            else:
-                views = ViewInfo(cameras=None, image_key=TEXTURE_VIEW, space="latent")
-                eps_c, eps_u = bb.eps(z_t, t_tau, branches, views)
+            eps_c, eps_u = bb.eps(z_t, t_tau, branches, views, extra_channels=mask)
         w = value_at(self.cfg.cfg if self.cfg.texture_cfg is None else self.cfg.texture_cfg, inp.step)
-        weight = sds_weight(bb.alphas_cumprod, t_tau, self.cfg.timesteps.weighting).to(tex).view(-1, 1, 1, 1)
-        grad = clean_grad(weight * (cfg_combine(eps_c, eps_u, w) - noise), self.cfg.grad_clip, inp.step)
-        return sds_loss(tex, grad), grad.detach()
+        out = self.finish("texture", tex, self.weight(t_tau, tex, bb) * (cfg_combine(eps_c, eps_u, w) - noise), t_tau,
+                          inp.step)
+        return out["loss_texture"], out["grad_norm"]

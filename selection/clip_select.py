@@ -30,21 +30,17 @@ import math
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from headgen.config.typed import model_ref
 from headgen.errors import ConfigError
 from headgen.prior.clip import ClipModel
 from headgen.prior.clip_views import (
-    DEFAULT_DISTANCE,
-    DEFAULT_FOVY,
-    DEFAULT_LIGHTS,
     DEFAULT_VIEWS,
     GeometryImager,
     light_directions,
@@ -54,6 +50,7 @@ from headgen.prior.clip_views import (
 from headgen.prior.load import get_clip
 from headgen.registry import register
 from headgen.rundir import atomic_write
+from selection.clip_config import ClipViewsConfig
 
 SHARD_SIZE = 8192
 """Candidates per cache file."""
@@ -171,35 +168,9 @@ class PoolCache:
 
 # ---------------------------------------------------------------------------------------- selector
 @dataclass
-class ClipSelectConfig:
-    model: str = model_ref("clip_l14")
-    """The CLIP model (a key of the recipe's models:); the demo prior uses its demo CLIP."""
-    prompt: str = ""
-    """Text to select for; empty: the run's prompt."""
+class ClipSelectConfig(ClipViewsConfig):
     pool_size: int = 1_000_000
     """Number of candidates (DreamFace samples 1M; use far fewer on CPU)."""
-    batch_size: int = 16
-    """Candidates rendered and embedded per batch (views x lights images each)."""
-    views: list[tuple[float, float]] = field(default_factory=lambda: list(DEFAULT_VIEWS))
-    """(elevation, azimuth) degrees of each view; default front, left 3/4, right 3/4."""
-    lights: int = DEFAULT_LIGHTS
-    """Directional lights per view (camera-relative: a key light plus a spiral within 60 degrees)."""
-    resolution: int = 224
-    """Render size in pixels (CLIP resizes to its own input size)."""
-    distance: float = DEFAULT_DISTANCE
-    """Camera distance in head heights (the cameras look at the origin of the normalised head frame)."""
-    fovy: float = DEFAULT_FOVY
-    """Vertical field of view, degrees."""
-    antialias: bool = False
-    """Antialias silhouettes of the renders (slower; no gradients are needed here)."""
-    backend: Literal["auto", "torch", "nvdiffrast"] = "auto"
-    """Rasterizer backend of the renders."""
-    lambda_direct: float = 1.0
-    """Weight of the direct score e_i~ . e_t~."""
-    lambda_relative: float = 1.0
-    """Weight of the relative score De_i~ . De_t~."""
-    anchor_text: str = "the face"
-    """The text whose embedding is subtracted from the prompt's (AvatarCLIP's relative direction)."""
     pool_seed: int = 0
     """Seed of the candidate pool (the pool is the same for every prompt and run seed)."""
     cache_dir: str = "~/.cache/headgen/clip-pools"
@@ -208,15 +179,11 @@ class ClipSelectConfig:
     """Standard deviation of the candidates' identity coefficients."""
 
     def __post_init__(self) -> None:
-        for name in ("pool_size", "batch_size", "lights"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.resolution < 8:
-            raise ValueError(f"resolution must be >= 8, got {self.resolution}")
+        if self.pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {self.pool_size}")
+        super().__post_init__()
         if self.scale <= 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
-        if not self.views:
-            raise ValueError("views must list at least one [elevation, azimuth]")
 
 
 @dataclass
@@ -251,9 +218,7 @@ class ClipSelect:
         self.cfg = cfg
 
     def imager(self, device: torch.device | str) -> GeometryImager:
-        c = self.cfg
-        return GeometryImager(c.views, c.lights, c.resolution, c.distance, c.fovy, c.antialias, c.backend,
-                              device)
+        return self.cfg.imager(device)
 
     def pool_key(self, head: Any, num: int, clip: ClipModel, imager: GeometryImager) -> dict[str, Any]:
         """Everything the pool's embeddings depend on."""

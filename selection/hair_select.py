@@ -31,13 +31,12 @@ import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from headgen.config.typed import model_ref
 from headgen.errors import ConfigError
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.hair import NONE, PRESET_COLOURS, HairFit, HairLibrary, colour_rgb, resolve_library
@@ -46,6 +45,7 @@ from headgen.prior.clip_views import GeometryImager, mean_embedding
 from headgen.prior.load import get_clip
 from headgen.registry import register
 from headgen.rundir import atomic_write_json
+from selection.clip_config import ClipViewsConfig
 
 DEFAULT_HAIR_VIEWS: list[tuple[float, float]] = [(0.0, 0.0), (0.0, 45.0), (0.0, -45.0), (0.0, 180.0)]
 """(elevation, azimuth) degrees: front, left and right 3/4, back (hair is mostly seen from behind)."""
@@ -99,11 +99,7 @@ class HairScene:
 
 # ---------------------------------------------------------------------------------------- config
 @dataclass
-class ClipHairConfig:
-    model: str = model_ref("clip_l14")
-    """The CLIP model (a key of the recipe's models:); the demo prior uses its demo CLIP."""
-    prompt: str = ""
-    """Text to select for; empty: the run's prompt."""
+class ClipHairConfig(ClipViewsConfig):
     library: str = "builtin"
     """Hairstyle library: builtin (procedural styles made for the head model), a folder of meshes
     (see headgen.hair.library), or none (no hair, like style: none)."""
@@ -122,20 +118,8 @@ class ClipHairConfig:
     """(elevation, azimuth) degrees of each view; default front, left/right 3/4 and back."""
     lights: int = 4
     """Directional lights per view (camera-relative: a key light plus a spiral within 60 degrees)."""
-    resolution: int = 224
-    """Render size in pixels (CLIP resizes to its own input size)."""
-    distance: float = 2.7
-    """Camera distance in head heights."""
-    fovy: float = 30.0
-    """Vertical field of view, degrees."""
-    antialias: bool = False
-    """Antialias silhouettes of the renders."""
-    backend: Literal["auto", "torch", "nvdiffrast"] = "auto"
-    """Rasterizer backend of the renders."""
     batch_size: int = 4
     """Candidates rendered and embedded per CLIP batch (views x lights images each)."""
-    lambda_direct: float = 1.0
-    """Weight of the direct score e_i . e_t."""
     lambda_relative: float = 0.0
     """Weight of AvatarCLIP's relative score (0: the paper's plain matching score)."""
     anchor_text: str = "the head"
@@ -144,13 +128,7 @@ class ClipHairConfig:
     """Where the built-in library is generated; empty: $HEADGEN_CACHE_DIR/hair or ~/.cache/headgen/hair."""
 
     def __post_init__(self) -> None:
-        for name in ("lights", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.resolution < 8:
-            raise ValueError(f"resolution must be >= 8, got {self.resolution}")
-        if not self.views:
-            raise ValueError("views must list at least one [elevation, azimuth]")
+        super().__post_init__()
         if not self.colours:
             raise ValueError(f"colours must name at least one preset colour ({', '.join(PRESET_COLOURS)})")
         for name in [*self.colours, self.style_colour] + ([] if self.colour == "auto" else [self.colour]):
@@ -191,8 +169,7 @@ class ClipHair:
         self.cfg = cfg
 
     def imager(self, device: torch.device | str) -> HairImager:
-        c = self.cfg
-        return HairImager(c.views, c.lights, c.resolution, c.distance, c.fovy, c.antialias, c.backend, device)
+        return self.cfg.imager(device, HairImager)  # type: ignore[return-value]
 
     def select(self, representation: Any, ctx: Any, generator: torch.Generator | None = None) -> HairSelection:
         """Attach the selected hair to ``representation`` (``generator`` is unused: nothing is random)."""

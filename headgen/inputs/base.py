@@ -23,7 +23,7 @@ class StepState:
     renderer: Any
     """The stage's renderer."""
     views: Any
-    """The sampled :class:`headgen.camera_sampling.ViewBatch` (``cameras``, ``lights``, ``view_labels``)."""
+    """The sampled :class:`headgen.camera_sampling.CameraBatch` (``cameras``, ``lights``, ``view_labels``)."""
     render: dict[str, Tensor]
     """The renderer's outputs for this step, images [B,H,W,C]."""
     device: torch.device

@@ -84,9 +84,11 @@ class DiffusionBackbone:
     def decode(self, latents: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: ViewInfo | None = None) -> list[Tensor]:
+    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: ViewInfo | None = None,
+            extra_channels: Tensor | None = None) -> list[Tensor]:
         """Noise predictions for every branch (each [B,4,h,w]); ``views`` describes the batch
-        (ignored by pretrained models, used by the demo prior)."""
+        (ignored by pretrained models, used by the demo prior). ``extra_channels`` [B,C,h,w] are
+        appended to the noisy latent for a UNet that takes them (DreamFace's texture LDM: a mask)."""
         raise NotImplementedError
 
     def add_noise(self, z0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
@@ -130,14 +132,19 @@ class PretrainedBackbone(DiffusionBackbone):
         x = self.vae.decode((latents / self.scaling).to(self.dtype)).sample
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1)
 
-    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: ViewInfo | None = None) -> list[Tensor]:
+    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: ViewInfo | None = None,
+            extra_channels: Tensor | None = None) -> list[Tensor]:
         b = z_t.shape[0]
         n = len(branches)
         texts = [text for br in branches for text in br.texts]
         if len(texts) != n * b:
             raise ValueError(f"every branch needs one text per sample ({b}), got {[len(br.texts) for br in branches]}")
+        if extra_channels is not None:
+            if any(br.controls for br in branches):
+                raise ValueError("a UNet with extra input channels runs no ControlNet here")
+            z_t = torch.cat([z_t, extra_channels.to(z_t)], dim=1)
         emb = self.text(texts).to(self.device, self.dtype)
-        z_in = z_t.repeat(n, 1, 1, 1).to(self.dtype)
+        z_in = z_t.repeat(n, 1, 1, 1).to(self.device, self.dtype)
         t_in = t.to(self.device).repeat(n)
         down, mid = self._control_residuals(z_in, t_in, emb, branches, b)
         self.calls["unet"] += 1

@@ -59,7 +59,10 @@ class DemoBackbone(DiffusionBackbone):
         self.calls["vae_decode"] += 1
         return self.ae.decode(latents)
 
-    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: ViewInfo | None = None) -> list[Tensor]:
+    def eps(self, z_t: Tensor, t: Tensor, branches: list[Branch], views: ViewInfo | None = None,
+            extra_channels: Tensor | None = None) -> list[Tensor]:
+        # extra_channels (the texture LDM's mask) is not read: the demo texture prior models the whole
+        # UV map, which is what DreamFace's all-ones mask asks for.
         if views is None or (views.cameras is None and views.image_key != "uv_albedo"):
             raise HeadgenError("the demo prior needs the batch's cameras (ViewInfo) to know what the data look like")
         self.calls["unet"] += 1
