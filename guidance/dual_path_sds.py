@@ -57,13 +57,13 @@ class DualPathSDSConfig(DistillConfig):
     """Render output holding the UV texture latent (null: read inp.extra['texture_latent'])."""
     mask_channel: bool = True
     """The texture UNet takes 4 + 1 input channels: an all-ones mask is concatenated after the latent."""
-
-    def unused_models(self) -> set[str]:
-        return set() if self.texture_path else {"texture_model"}
     lambda_g: Scalar = 1.0
     """Weight of the generic path's loss."""
     lambda_tau: Scalar = 1.0
     """Weight of the texture path's loss."""
+
+    def unused_models(self) -> set[str]:
+        return set() if self.texture_path else {"texture_model"}
 
 
 @register("guidance", "dual-path-sds")

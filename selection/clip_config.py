@@ -2,12 +2,13 @@
 
 ``clip-select`` (identity) and ``clip-hair`` (hairstyle, colour) inherit these options; each sets its
 own defaults where DreamFace's two selections differ (views, lights, batch size, the relative term).
+Both selectors also derive from :class:`ClipViewsSelector` (their config and their imager).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -57,3 +58,16 @@ class ClipViewsConfig:
         """The renderer of candidates for CLIP these options describe."""
         return cls(self.views, self.lights, self.resolution, self.distance, self.fovy, self.antialias, self.backend,
                    device)
+
+
+class ClipViewsSelector:
+    """Base of the CLIP selectors: holds the config and draws candidates with ``imager_cls``."""
+
+    imager_cls: ClassVar[type[GeometryImager]] = GeometryImager
+    """The renderer of candidates (a :class:`GeometryImager` subclass draws more than the bare head)."""
+
+    def __init__(self, cfg: ClipViewsConfig, ctx: Any = None):
+        self.cfg = cfg
+
+    def imager(self, device: torch.device | str) -> GeometryImager:
+        return self.cfg.imager(device, self.imager_cls)

@@ -50,7 +50,7 @@ from headgen.prior.clip_views import (
 from headgen.prior.load import get_clip
 from headgen.registry import register
 from headgen.rundir import atomic_write
-from selection.clip_config import ClipViewsConfig
+from selection.clip_config import ClipViewsConfig, ClipViewsSelector
 
 SHARD_SIZE = 8192
 """Candidates per cache file."""
@@ -209,16 +209,11 @@ class _PoolStats:
 
 
 @register("selector", "clip-select")
-class ClipSelect:
+class ClipSelect(ClipViewsSelector):
     """DreamFace coarse selection: the candidate identity whose renders best match the prompt in CLIP."""
 
     Config = ClipSelectConfig
-
-    def __init__(self, cfg: ClipSelectConfig, ctx: Any = None):
-        self.cfg = cfg
-
-    def imager(self, device: torch.device | str) -> GeometryImager:
-        return self.cfg.imager(device)
+    cfg: ClipSelectConfig
 
     def pool_key(self, head: Any, num: int, clip: ClipModel, imager: GeometryImager) -> dict[str, Any]:
         """Everything the pool's embeddings depend on."""

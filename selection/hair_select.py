@@ -45,7 +45,7 @@ from headgen.prior.clip_views import GeometryImager, mean_embedding
 from headgen.prior.load import get_clip
 from headgen.registry import register
 from headgen.rundir import atomic_write_json
-from selection.clip_config import ClipViewsConfig
+from selection.clip_config import ClipViewsConfig, ClipViewsSelector
 
 DEFAULT_HAIR_VIEWS: list[tuple[float, float]] = [(0.0, 0.0), (0.0, 45.0), (0.0, -45.0), (0.0, 180.0)]
 """(elevation, azimuth) degrees: front, left and right 3/4, back (hair is mostly seen from behind)."""
@@ -160,16 +160,12 @@ class HairSelection:
 
 # ---------------------------------------------------------------------------------------- selector
 @register("selector", "clip-hair")
-class ClipHair:
+class ClipHair(ClipViewsSelector):
     """DreamFace hair: the hairstyle, then the preset colour, whose renders on the head best match the prompt."""
 
     Config = ClipHairConfig
-
-    def __init__(self, cfg: ClipHairConfig, ctx: Any = None):
-        self.cfg = cfg
-
-    def imager(self, device: torch.device | str) -> HairImager:
-        return self.cfg.imager(device, HairImager)  # type: ignore[return-value]
+    cfg: ClipHairConfig
+    imager_cls = HairImager
 
     def select(self, representation: Any, ctx: Any, generator: torch.Generator | None = None) -> HairSelection:
         """Attach the selected hair to ``representation`` (``generator`` is unused: nothing is random)."""
