@@ -269,3 +269,16 @@ def test_launch_py_bench_option(tmp_path, capsys):
     assert code == 0, err
     folder = Path(out.strip().splitlines()[-1].removeprefix("Bench directory: "))
     assert len(rows_of(folder)) == 1 and (folder / "gallery.html").is_file()
+
+
+def test_bench_with_a_failed_run_exits_1_naming_it(tmp_path, capsys):
+    """The tables are written, but the exit code tells a script or CI that runs failed."""
+    from headgen.cli import main
+
+    cfg_path = write_config(tmp_path / "bench.yaml", seeds=[0], prompts=PROMPTS[:1], clip_models=[])
+    code = main(["--bench", str(cfg_path)])
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert "error: 1 of 2 runs failed (first: broken | " in err and "resolutionn" in err
+    folder = Path(out.strip().splitlines()[-1].removeprefix("Bench directory: "))
+    assert [r["status"] for r in rows_of(folder)] == ["ok", "failed"]

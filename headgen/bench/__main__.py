@@ -1,8 +1,13 @@
-"""``python -m headgen.bench BENCH.yaml [--launcher local|ray] [--workers N] [--fresh]``."""
+"""``python -m headgen.bench BENCH.yaml [--launcher local|ray] [--workers N] [--fresh]``.
+
+Exit codes: 0 every run finished; 1 the bench finished but some runs failed (its tables say which);
+2 the bench could not run (a bad config).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 
@@ -32,11 +37,21 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def bench_main(config: str, args: argparse.Namespace, output_dir: str | None = None,
                device: str | None = None) -> int:
     from headgen.bench import load_bench_config, run_bench
+    from headgen.bench.one_run import OK
+    from headgen.bench.runner import RESULTS_JSON
 
     cfg = load_bench_config(config, launcher=args.launcher, workers=args.workers,
                             ray_address=args.ray_address, output_dir=output_dir, device=device)
     folder = run_bench(cfg, fresh=args.fresh, verbose=getattr(args, "verbose", False))
     print(f"Bench directory: {folder}")
+    rows = json.loads((folder / RESULTS_JSON).read_text(encoding="utf-8"))["rows"]
+    failed = [r for r in rows if r["status"] != OK]
+    if failed:  # the tables are written, but a script or CI must see that the bench is incomplete
+        first = failed[0]
+        print(f"error: {len(failed)} of {len(rows)} runs failed (first: {first['method']} | {first['prompt']} | "
+              f"seed {first['seed']}: {first['error'].splitlines()[0][:200] if first['error'] else 'no error text'}); "
+              f"see results.md and each run's run.log", file=sys.stderr)
+        return 1
     return 0
 
 
