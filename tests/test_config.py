@@ -217,3 +217,17 @@ def test_model_refs_are_checked_and_unused_ones_skipped():
     plain["stages"]["s"]["guidance"]["model"] = "sd16"
     with pytest.raises(ConfigError, match=r"stages.s.guidance.model: unknown model 'sd16' \(did you mean 'sd15'\?\)"):
         validate(plain)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.fit.guidance.noise=.nan", "stages.fit.guidance.noise: must be a finite number, got nan"),
+    ("stages.fit.guidance.noise=.inf", "stages.fit.guidance.noise: must be a finite number, got inf"),
+    ("stages.fit.optimizer.lr=.nan", "stages.fit.optimizer.lr: must be a finite number, got nan"),
+    ("stages.fit.losses.lambda_fit=[0,1.0,.inf,10]", "stages.fit.losses.lambda_fit: a schedule's values must be"),
+    ("stages.fit.optimizer.lr=-1", "stages.fit.optimizer: lr: a learning rate must be >= 0 (0 freezes the group)"),
+    ("stages.fit.optimizer.groups={all: [0, 0.1, -0.1, 10]}", "optimizer: groups.all: a learning rate must be >= 0"),
+])
+def test_non_finite_numbers_and_negative_learning_rates_are_rejected(config_dir, override, message):
+    with pytest.raises(ConfigError) as exc:
+        validate(compose(config_dir, [override]))
+    assert message in str(exc.value)

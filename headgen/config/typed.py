@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -260,6 +261,8 @@ def _convert_type(tp: Any, value: Any, path: str) -> Any:
         if isinstance(value, (list, tuple)) and len(value) == 4 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         ):
+            if not all(math.isfinite(v) for v in value):
+                raise ConfigError(f"{path}: a schedule's values must be finite numbers, got {list(value)}")
             try:
                 return Schedule(int(value[0]), float(value[1]), float(value[2]), int(value[3]))
             except ValueError as exc:
@@ -279,6 +282,8 @@ def _convert_type(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected int, got {_got(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # YAML's .nan / .inf: no option of any part takes them
+                raise ConfigError(f"{path}: must be a finite number, got {value}")
             return float(value)
         raise ConfigError(f"{path}: expected float, got {_got(value)}")
     if tp is str:

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from guidance.base import Guidance, GuidanceInput
-from headgen.config.schedule import Scalar, value_at
+from headgen.config.schedule import Scalar, Schedule, value_at
 from headgen.config.typed import Component, component, config_class
 from headgen.context import RunContext
 from headgen.errors import ConfigError, NonFiniteLossError, RegistryError, did_you_mean
@@ -57,6 +57,16 @@ class OptimizerConfig:
     """Decoupled weight decay (AdamW)."""
     grad_clip: float | None = None
     """Clip the global gradient norm to this value (None: no clipping)."""
+
+    def __post_init__(self) -> None:
+        rates = {"lr": self.lr, **{f"groups.{k}": v for k, v in self.groups.items()}}
+        for name, rate in rates.items():
+            values = (rate.start_value, rate.end_value) if isinstance(rate, Schedule) else (rate,)
+            if any(v < 0 for v in values):
+                raise ValueError(f"{name}: a learning rate must be >= 0 (0 freezes the group), got {rate}")
+        if self.eps <= 0 or self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
+            raise ValueError(f"eps must be > 0, weight_decay >= 0 and grad_clip > 0 or null, got eps={self.eps}, "
+                             f"weight_decay={self.weight_decay}, grad_clip={self.grad_clip}")
 
 
 @dataclass(kw_only=True)
