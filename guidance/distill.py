@@ -38,6 +38,9 @@ class DistillConfig:
     e.g. a 512 px normal_opacity render guided as a 64x64 "latent"."""
     grad_clip: Scalar | None = None
     """Clamp the per-element gradient to [-grad_clip, grad_clip] (null: no clamp)."""
+    zero_non_finite_grad: bool = False
+    """Zero NaN / Inf gradient elements and go on (threestudio's behaviour). Off: a non-finite gradient
+    makes the loss non-finite and the stage stops, keeping the last good checkpoint."""
 
 
 def sds_loss(z: Tensor, grad: Tensor) -> Tensor:
@@ -50,8 +53,12 @@ def cfg_combine(eps_c: Tensor, eps_u: Tensor, w: float) -> Tensor:
     return eps_u + w * (eps_c - eps_u)
 
 
-def clean_grad(grad: Tensor, clip: Scalar | None, step: int) -> Tensor:
-    grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+def clean_grad(grad: Tensor, clip: Scalar | None, step: int, zero_non_finite: bool = False) -> Tensor:
+    """The per-element clamp of ``grad`` (``clip``). A NaN / Inf element stays as it is, so the stage's
+    finiteness check stops the run with the last good checkpoint kept; ``zero_non_finite`` zeroes
+    such elements instead (threestudio's behaviour: the step then trains nothing there)."""
+    if zero_non_finite:
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
     if clip is not None:
         c = value_at(clip, step)
         grad = grad.clamp(-c, c)
@@ -143,7 +150,7 @@ class DistillGuidance(Guidance):
         return sds_weight(alphas, t, self.cfg.timesteps.weighting).to(z).view(-1, 1, 1, 1)
 
     def finish(self, name: str, z: Tensor, grad: Tensor, t: Tensor, step: int) -> dict[str, Tensor]:
-        grad = clean_grad(grad, self.cfg.grad_clip, step)
+        grad = clean_grad(grad, self.cfg.grad_clip, step, self.cfg.zero_non_finite_grad)
         return {
             f"loss_{name}": sds_loss(z, grad),
             "grad_norm": grad.detach().flatten(1).norm(dim=1).mean(),

@@ -70,3 +70,19 @@ def test_decreasing_timesteps_fall_in_equal_steps():
     assert ts[0] == 980 and ts[-1] == 1
     diffs = {a - b for a, b in zip(ts, ts[1:])}
     assert max(diffs) - min(diffs) <= 1
+
+
+def test_non_finite_gradient_is_not_hidden(tiny_backbone, monkeypatch):
+    """A NaN noise prediction makes the SDS loss NaN (the stage then stops, keeping the last good
+    checkpoint) unless zero_non_finite_grad asks for threestudio's zeroing."""
+    z = torch.randn(2, 8, 8, 4, requires_grad=True)
+    inp = GuidanceInput(render={"latent": z}, cameras=None, view_labels=["front", "front"], prompt="a face", step=0)
+    eps = tiny_backbone.eps
+    monkeypatch.setattr(tiny_backbone, "eps", lambda *a, **k: [torch.full_like(e, float("nan")) for e in eps(*a, **k)])
+    losses = {}
+    for zero in (False, True):
+        cfg = parse(DistillConfig, {"model": "tiny", "space": "latent", "image_key": "latent",
+                                    "zero_non_finite_grad": zero})
+        losses[zero] = SDSGuidance(cfg, None, backbone=tiny_backbone)(inp, torch.Generator().manual_seed(0))["loss_sds"]
+    assert torch.isnan(losses[False])
+    assert losses[True] == 0.0
