@@ -19,12 +19,21 @@ from typing import Any
 
 import yaml
 
-from headgen.errors import ResumeError
+from headgen.errors import ConfigError, ResumeError
 
 
 def slugify(text: str, max_len: int = 48) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return (slug[:max_len].rstrip("-")) or "untitled"
+
+
+def check_inside(filename: str, what: str) -> str:
+    """``filename`` if it names a file inside its folder: relative, no ``..``, not empty. Exporters write
+    only under ``assets/``, also when ``--export`` reads a config.yaml someone else wrote."""
+    path = Path(filename)
+    if not filename.strip() or path.is_absolute() or ".." in path.parts or filename.startswith("~"):
+        raise ConfigError(f"{what}: {filename!r} must be a file name inside assets/ (relative, without '..')")
+    return filename
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

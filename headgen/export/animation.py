@@ -26,6 +26,7 @@ from headgen.export.preview import OrbitConfig, front_light, orbit_cameras
 from headgen.geometry.mesh import SurfaceGeometry
 from headgen.registry import register
 from headgen.render.mesh_renderer import MeshRenderer
+from headgen.rundir import check_inside
 
 if TYPE_CHECKING:
     from headgen.context import RunContext
@@ -107,6 +108,9 @@ class AnimationExporter:
         """Keyframes {expression name: weight}, evenly spaced over the video; null = a default sequence
         (neutral, jawOpen, smile, blink, browInnerUp, neutral) whose names the head lacks are skipped.
         Names in a sequence you give must exist in the head."""
+
+        def __post_init__(self) -> None:  # at validation, before any stage runs
+            check_inside(self.filename, "exporter animation: filename")
 
     def __init__(self, cfg: Config):
         if cfg.frames < 1 or cfg.fps < 1 or cfg.resolution < 8:

@@ -43,7 +43,7 @@ from headgen.export.images import to_uint8
 from headgen.export.obj import export_surface, part_name
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.registry import register
-from headgen.rundir import atomic_write
+from headgen.rundir import atomic_write, check_inside
 
 if TYPE_CHECKING:
     from headgen.context import RunContext
@@ -337,6 +337,9 @@ class GlbExporter:
         """Encoding of the embedded textures (jpeg is smaller but lossy, which hurts normal maps)."""
         roughness: float = 0.6
         """Constant PBR roughness when the surface has no specular map."""
+
+        def __post_init__(self) -> None:  # at validation, before any stage runs
+            check_inside(self.filename, "exporter glb: filename")
 
     def __init__(self, cfg: Config):
         if not cfg.filename.endswith(".glb"):

@@ -24,7 +24,7 @@ from headgen.errors import HeadgenError
 from headgen.export.images import write_png
 from headgen.geometry.mesh import SurfaceGeometry
 from headgen.registry import register
-from headgen.rundir import atomic_write_text
+from headgen.rundir import atomic_write_text, check_inside
 
 if TYPE_CHECKING:
     from headgen.context import RunContext
@@ -109,6 +109,9 @@ class ObjExporter:
         filename: str = "head.obj"
         """Name of the OBJ file in assets/ (the MTL takes the same stem); parts such as the hair are
         written beside it as <part>.obj / <part>.mtl."""
+
+        def __post_init__(self) -> None:  # at validation, before any stage runs
+            check_inside(self.filename, "exporter obj: filename")
 
     def __init__(self, cfg: Config):
         if not cfg.filename.endswith(".obj"):

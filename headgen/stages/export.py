@@ -39,5 +39,9 @@ class ExportStage(Stage):
             exporter: Exporter = comp.build()
             with torch.no_grad():
                 written = exporter.export(rep, ctx, ctx.run_dir.assets)
+            assets = ctx.run_dir.assets.resolve()
             for key, path in written.items():
+                if not Path(path).resolve().is_relative_to(assets):  # a plugin exporter that ignored assets/
+                    raise ConfigError(f"stages.{self.name}: exporter {comp.type} wrote {path}, outside the run's "
+                                      f"assets/ folder {assets}; an exporter must write under the folder it is given")
                 ctx.assets[key] = str(Path(path).relative_to(ctx.run_dir.root))
