@@ -231,3 +231,15 @@ def test_non_finite_numbers_and_negative_learning_rates_are_rejected(config_dir,
     with pytest.raises(ConfigError) as exc:
         validate(compose(config_dir, [override]))
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("an old man #1 with a beard", "an old man #1 with a beard"),  # not a YAML comment
+    ("${oc.env:HOME}", "${oc.env:HOME}"),  # not an interpolation
+    ('"an old sailor, grey beard"', "an old sailor, grey beard"),  # one pair of quotes removed
+    ("yes", "yes"), ("1e3", "1e3"), ("a=b: c", "a=b: c"),  # no YAML typing
+    ("a \\${x}", "a \\${x}"),
+])
+def test_prompts_on_the_command_line_are_taken_literally(config_dir, given, expected):
+    plain = compose(config_dir, [f"prompt={given}", f"negative_prompt={given}", f"edit_prompt={given}"])
+    assert plain["prompt"] == plain["negative_prompt"] == plain["edit_prompt"] == expected

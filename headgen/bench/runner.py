@@ -42,9 +42,9 @@ def expand_grid(cfg: BenchConfig, bench_dir: Path) -> list[dict[str, Any]]:
             for seed in cfg.seeds:
                 key = run_key(method, entry.recipe, entry.overrides, prompt, seed, cfg.prior, cfg.device)
                 out = bench_dir / "runs" / key
-                # The bench's keys come last so they win over the method's overrides; the prompt is
-                # JSON-quoted (a YAML scalar) so commas and colons stay text.
-                overrides = [*entry.overrides, f"prompt={json.dumps(prompt)}", f"seed={seed}",
+                # The bench's keys come last so they win over the method's overrides; a prompt given
+                # on the command line is taken literally (no YAML parsing of commas, colons, '#').
+                overrides = [*entry.overrides, f"prompt={prompt}", f"seed={seed}",
                              f"prior={cfg.prior}", f"device={cfg.device}", f"output_dir={out}"]
                 specs.append({
                     "key": key, "method": method, "recipe": entry.recipe, "prompt": prompt, "seed": seed,

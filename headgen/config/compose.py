@@ -89,18 +89,32 @@ def _load_with_extends(path: Path, chain: list[Path]) -> DictConfig:
     return OmegaConf.merge(*parts, cfg)  # type: ignore[return-value]
 
 
+LITERAL_KEYS = ("prompt", "negative_prompt", "edit_prompt")
+"""Text given on the command line for these keys is taken as it is: no YAML comment (``#``), no
+``${...}`` interpolation, no type conversion (one pair of surrounding quotes is removed)."""
+
+
+def _literal(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    return text.replace("\\${", "\\\\${").replace("${", "\\${")  # OmegaConf's escape of an interpolation
+
+
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
-    """``key=value`` strings to (dotted key, YAML-parsed value) pairs."""
+    """``key=value`` strings to (dotted key, YAML-parsed value) pairs (the prompts' values literally)."""
     out = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(
                 f"override '{item}' is not of the form key=value (e.g. stages.carve.steps=50 or prompt=\"...\")"
             )
-        key, _, _ = item.partition("=")
+        key, _, raw = item.partition("=")
         key = key.strip()
         if not key:
             raise ConfigError(f"override '{item}' has an empty key")
+        if key in LITERAL_KEYS:
+            out.append((key, _literal(raw)))
+            continue
         try:
             value = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as exc:
