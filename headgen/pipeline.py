@@ -80,7 +80,8 @@ def start_run(
     ctx = RunContext(cfg, plain, run_dir, device, verbose=verbose)
     log(f"headgen {__version__}: {cfg.name} on {device}, seed {cfg.seed}; run directory {run_dir.root}")
     ctx.chosen_prior = choose_prior(cfg, log)
-    _execute(ctx, state, log=log)
+    with run_dir.lock("config"):
+        _execute(ctx, state, log=log)
     return run_dir.root
 
 
@@ -109,8 +110,9 @@ def resume_run(path: str | Path, *, device: str | None = None, verbose: bool = F
         )
     ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary().get("prior"))
     _load_latest_result(ctx, done)
-    log(f"resuming {cfg.name} at stage '{first}'" + (f" from {ckpt.relative_to(run_dir.root)}" if ckpt else ""))
-    _execute(ctx, state, log=log, resume={first: ckpt})
+    with run_dir.lock("resume"):
+        log(f"resuming {cfg.name} at stage '{first}'" + (f" from {ckpt.relative_to(run_dir.root)}" if ckpt else ""))
+        _execute(ctx, state, log=log, resume={first: ckpt})
     return run_dir.root
 
 
@@ -135,7 +137,8 @@ def export_run(path: str | Path, *, device: str | None = None, verbose: bool = F
     _load_latest_result(ctx, before)
     for name in exports:
         state["stages"][name]["status"] = PENDING
-    _execute(ctx, state, log=log)
+    with run_dir.lock("export"):
+        _execute(ctx, state, log=log)
     return run_dir.root
 
 

@@ -8,12 +8,13 @@ killed at any moment leaves either the old file or the new one, never half of on
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,28 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+LOCK_FILE = ".lock"
+
+
+def _try_lock(handle: Any) -> bool:
+    """Take an exclusive, non-blocking OS lock on an open file; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 class RunDir:
     """One run's directory and its progress file."""
 
@@ -133,6 +156,30 @@ class RunDir:
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.root / "state.json", state)
+
+    @contextlib.contextmanager
+    def lock(self, purpose: str) -> Iterator[None]:
+        """Hold the run directory for one process: a second ``--resume`` / ``--export`` of the same run
+        stops at once instead of writing the same files (an OS lock on ``.lock``: released even when the
+        process is killed)."""
+        path = self.root / LOCK_FILE
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the duration of the context
+        try:
+            if not _try_lock(handle):
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ResumeError(
+                    f"--{purpose} {self.root}: the run directory is in use by {holder}; wait for it to finish "
+                    "or stop it, then try again"
+                )
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"headgen process {os.getpid()} ({purpose}, since "
+                         f"{_dt.datetime.now().isoformat(timespec='seconds')})")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # closing the file releases the lock
 
     def read_summary(self) -> dict[str, Any]:
         path = self.root / "summary.json"

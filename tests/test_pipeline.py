@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,17 @@ def test_progress_bar_updates_every_step_on_a_terminal_and_about_20_times_in_a_l
     text = out + err
     updates = {int(n) for n in __import__("re").findall(r"\[fit\]:[^\r\n]*?\| *(\d+)/200", text)}
     assert 200 in updates and len(updates) <= LOG_UPDATES + 3, sorted(updates)
+
+
+def test_a_run_directory_in_use_is_not_entered_twice(tmp_path, capsys):
+    """While one process works in a run directory (its OS lock on .lock), a second --resume or --export
+    of it stops at once naming the holder; once released, it runs."""
+    from headgen.rundir import RunDir
+
+    run = launch_toy(tmp_path, capsys)
+    with RunDir(run).lock("resume"):
+        code, _, err = run_cli(["--export", str(run)], capsys)
+        assert code == 2, err
+        assert f"the run directory is in use by headgen process {os.getpid()} (resume, since" in err
+    code, _, err = run_cli(["--export", str(run)], capsys)
+    assert code == 0, err
