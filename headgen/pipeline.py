@@ -143,11 +143,27 @@ def export_run(path: str | Path, *, device: str | None = None, verbose: bool = F
 
 
 def _load_latest_result(ctx: RunContext, done: list[str]) -> None:
+    """The state the finished stages left: a finished ``load`` stage is run again (it only reads its
+    source run, and restores the frozen source head editing guidance renders), then the result of the
+    last finished stage that saves one; a missing result is an error, never a silent fall back to an
+    earlier stage's."""
+    for name in done:
+        if ctx.config.stages[name].type == "load":
+            ctx.config.stages[name].build(name).run(ctx)
     for name in reversed(done):
-        stage_dir = ctx.run_dir.root / "stages" / name
-        if has_result(stage_dir):
-            ctx.state["representation"] = load_result(stage_dir, ctx)
+        kind = ctx.config.stages[name].type
+        if kind == "export":
+            continue
+        if kind == "load":
             return
+        stage_dir = ctx.run_dir.root / "stages" / name
+        if not has_result(stage_dir):
+            raise ResumeError(
+                f"{ctx.run_dir.root}: stage '{name}' is finished but its result (stages/{name}/result.safetensors "
+                "and result.json) is missing; restore it, or start a new run"
+            )
+        ctx.state["representation"] = load_result(stage_dir, ctx)
+        return
 
 
 def _execute(ctx: RunContext, state: dict[str, Any], *, log: Any, resume: dict[str, Path | None] | None = None) -> None:

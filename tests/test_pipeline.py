@@ -12,7 +12,7 @@ import pytest
 import torch
 from runhelpers import kill_after_first_checkpoint
 from safetensors.torch import load_file
-from testpaths import REPO, TOY_RECIPE
+from testpaths import PLUGINS, REPO, TOY_RECIPE
 
 from headgen.cli import main
 
@@ -250,3 +250,60 @@ def test_a_run_directory_in_use_is_not_entered_twice(tmp_path, capsys):
         assert f"the run directory is in use by headgen process {os.getpid()} (resume, since" in err
     code, _, err = run_cli(["--export", str(run)], capsys)
     assert code == 0, err
+
+
+def test_a_missing_stage_result_is_named_not_replaced_by_an_earlier_one(tmp_path, capsys):
+    """--export needs the last finished stage's result: without it the export stops naming the file
+    (it used to export the stage before's result instead)."""
+    run = launch_toy(tmp_path, capsys)
+    (run / "stages/polish/result.safetensors").unlink()
+    code, _, err = run_cli(["--export", str(run)], capsys)
+    assert code == 2, err
+    message = "stage 'polish' is finished but its result (stages/polish/result.safetensors and result.json) is missing"
+    assert message in err
+
+
+def test_a_checkpoint_of_another_stage_is_refused_on_resume(tmp_path, capsys):
+    """Every checkpoint records its stage; one copied into another stage's folder is not resumed from."""
+    run = launch_toy(tmp_path, capsys, "stages.polish.checkpoint_every=1")
+    state = json.loads((run / "state.json").read_text())
+    state["stages"]["polish"]["status"] = "running"
+    state["stages"]["export"]["status"] = "pending"
+    (run / "state.json").write_text(json.dumps(state))
+    (run / "stages/polish/last.ckpt").write_bytes((run / "stages/fit/last.ckpt").read_bytes())
+    code, _, err = run_cli(["--resume", str(run)], capsys)
+    assert code == 2, err
+    assert "stages/polish/last.ckpt is the checkpoint of stage 'fit', not of 'polish'" in err
+    assert "Traceback" not in err
+
+
+def test_editing_an_unfinished_source_run_is_refused_unless_a_stage_is_named(tmp_path, capsys):
+    source = launch_toy(tmp_path / "source", capsys)
+    state = json.loads((source / "state.json").read_text())
+    state["stages"]["polish"]["status"] = "running"  # killed during polish
+    state["stages"]["export"]["status"] = "pending"
+    (source / "state.json").write_text(json.dumps(state))
+    edit = ["--config", str(PLUGINS / "toy_edit.yaml"), "--output-dir", str(tmp_path / "edit"), f"source={source}"]
+    code, _, err = run_cli(edit, capsys)
+    assert code == 2, err
+    assert f"the source run {source} is not finished (stage 'polish' is running): finish it with --resume" in err
+    assert "or start from a finished stage with stages.source.stage=fit" in err
+    code, out, err = run_cli([*edit, "stages.source.stage=fit"], capsys)
+    assert code == 0, err
+
+
+def test_resuming_an_edit_run_restores_its_source(tmp_path, capsys):
+    """An edit run killed after its load stage resumes: the load stage (read-only on the source) runs
+    again, so the stage being resumed has the head to continue and the frozen source to render."""
+    source = launch_toy(tmp_path / "source", capsys)
+    edit = ["--config", str(PLUGINS / "toy_edit.yaml"), "--output-dir", str(tmp_path / "edit"), f"source={source}"]
+    code, out, err = run_cli(edit, capsys)
+    assert code == 0, err
+    run = run_dir_from(out)
+    expected = load_file(str(run / "stages/refine/result.safetensors"))["image"]
+    state = json.loads((run / "state.json").read_text())
+    state["stages"]["refine"]["status"] = "running"  # as if killed at its last checkpoint
+    (run / "state.json").write_text(json.dumps(state))
+    code, out, err = run_cli(["--resume", str(run)], capsys)
+    assert code == 0, err
+    assert torch.equal(load_file(str(run / "stages/refine/result.safetensors"))["image"], expected)

@@ -50,6 +50,14 @@ class LoadStage(Stage):
                 raise ConfigError(f"stages.{self.name}.stage: source run has no stage '{self.cfg.stage}' ({order})")
             candidates = [self.cfg.stage]
         else:
+            unfinished = [n for n in order if state["stages"][n]["status"] != "done"]
+            if unfinished:  # its last result is not what the source recipe makes: say so, do not guess
+                done = [n for n in order if state["stages"][n]["status"] == "done"]
+                hint = f", or start from a finished stage with stages.{self.name}.stage={done[-1]}" if done else ""
+                raise ConfigError(
+                    f"stages.{self.name}: the source run {run.root} is not finished (stage '{unfinished[0]}' is "
+                    f"{state['stages'][unfinished[0]]['status']}): finish it with --resume {run.root}{hint}"
+                )
             candidates = [n for n in reversed(order) if state["stages"][n]["status"] == "done"]
         for name in candidates:
             stage_dir = run.root / "stages" / name

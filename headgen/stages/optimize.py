@@ -26,7 +26,7 @@ from guidance.base import Guidance, GuidanceInput
 from headgen.config.schedule import Scalar, Schedule, value_at
 from headgen.config.typed import Component, component, config_class
 from headgen.context import RunContext
-from headgen.errors import ConfigError, NonFiniteLossError, RegistryError, did_you_mean
+from headgen.errors import ConfigError, NonFiniteLossError, RegistryError, ResumeError, did_you_mean
 from headgen.inputs.base import InputProvider, StepState
 from headgen.protocols import CameraSampler, Renderer
 from headgen.registry import lookup, register
@@ -299,6 +299,12 @@ class OptimizeSystem(pl.LightningModule):
             p.requires_grad_(id(p) in self._trained)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("headgen", {}).get("stage")
+        if saved != self.stage_name:
+            raise ResumeError(
+                f"stages/{self.stage_name}/last.ckpt is the checkpoint of stage '{saved}', not of '{self.stage_name}' "
+                f"(copied from another stage?); remove it to restart the stage, or restore its own"
+            )
         prefix = "representation."
         state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         self.representation.before_load(state)  # a representation whose parameter count changed resizes here
