@@ -11,7 +11,7 @@ import torch
 from headgen.config.recipe import RunConfig
 from headgen.errors import HeadgenError
 from headgen.prior.choice import PriorChoice
-from headgen.rundir import RunDir
+from headgen.rundir import RunDir, Stamp
 
 
 @dataclass
@@ -28,6 +28,8 @@ class RunContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     assets: dict[str, str] = field(default_factory=dict)
     current_stage: str = ""
+    run_id: str = ""
+    """state.json's ``run_id``: recorded in every stage result and checkpoint this run writes."""
     chosen_prior: PriorChoice | None = None
     """Set once when the run starts (:func:`headgen.prior.choose_prior`); read through :attr:`prior`."""
     _head: Any = None
@@ -38,6 +40,10 @@ class RunContext:
         if self.chosen_prior is None:
             raise HeadgenError("the run's prior was not chosen: call headgen.prior.choose_prior when the run starts")
         return self.chosen_prior
+
+    def stamp(self, stage: str) -> Stamp:
+        """What a file written by ``stage`` of this run records about its origin."""
+        return Stamp(stage, self.config.name, self.run_id)
 
     def stage_seed(self, stage: str) -> int:
         """A per-stage seed, so stages are independent and a resumed stage replays exactly."""

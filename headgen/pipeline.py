@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import resource
 import time
@@ -17,7 +18,7 @@ from headgen.config.typed import to_plain
 from headgen.context import RunContext
 from headgen.errors import HeadgenError, ResumeError
 from headgen.prior import choose_prior
-from headgen.rundir import RunDir
+from headgen.rundir import RunDir, new_run_id
 from headgen.stages.results import has_result, load_result
 
 DONE, PENDING, RUNNING = "done", "pending", "running"
@@ -65,6 +66,7 @@ def _new_state(cfg: RunConfig) -> dict[str, Any]:
         "order": list(cfg.stages),
         "stages": {name: {"status": PENDING, "kind": comp.type, "seconds": 0.0} for name, comp in cfg.stages.items()},
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "run_id": new_run_id(),
     }
 
 
@@ -77,7 +79,7 @@ def start_run(
     run_dir.write_config(plain)
     state = _new_state(cfg)
     run_dir.write_state(state)
-    ctx = RunContext(cfg, plain, run_dir, device, verbose=verbose)
+    ctx = RunContext(cfg, plain, run_dir, device, verbose=verbose, run_id=state["run_id"])
     log(f"headgen {__version__}: {cfg.name} on {device}, seed {cfg.seed}; run directory {run_dir.root}")
     ctx.chosen_prior = choose_prior(cfg, log)
     with run_dir.lock("config"):
@@ -87,15 +89,10 @@ def start_run(
 
 def resume_run(path: str | Path, *, device: str | None = None, verbose: bool = False, log: Any = print) -> Path:
     run_dir = RunDir.open(path, "resume")
-    cfg = validate(run_dir.read_config())
-    state = run_dir.read_state()
-    order = state.get("order", [])
-    if order != list(cfg.stages):
-        raise ResumeError(
-            f"--resume {path}: state.json does not match config.yaml (stages {order} vs {list(cfg.stages)})"
-        )
+    cfg, plain, state = _open_run(run_dir, "resume")
+    order = state["order"]
     pending = [n for n in order if state["stages"][n]["status"] != DONE]
-    ctx = RunContext(cfg, run_dir.read_config(), run_dir, resolve_device(device or cfg.device), verbose=verbose)
+    ctx = RunContext(cfg, plain, run_dir, resolve_device(device or cfg.device), verbose=verbose, run_id=state["run_id"])
     if not pending:
         log(f"--resume {path}: every stage is already done; nothing to do")
         return run_dir.root
@@ -118,8 +115,7 @@ def resume_run(path: str | Path, *, device: str | None = None, verbose: bool = F
 
 def export_run(path: str | Path, *, device: str | None = None, verbose: bool = False, log: Any = print) -> Path:
     run_dir = RunDir.open(path, "export")
-    cfg = validate(run_dir.read_config())
-    state = run_dir.read_state()
+    cfg, plain, state = _open_run(run_dir, "export")
     exports = [n for n, c in cfg.stages.items() if c.type == "export"]
     if not exports:
         raise ResumeError(f"--export {path}: the recipe has no export stage")
@@ -130,7 +126,7 @@ def export_run(path: str | Path, *, device: str | None = None, verbose: bool = F
         raise ResumeError(
             f"--export {path}: stage '{unfinished[0]}' is not finished; run --resume {path} first"
         )
-    ctx = RunContext(cfg, run_dir.read_config(), run_dir, resolve_device(device or cfg.device), verbose=verbose)
+    ctx = RunContext(cfg, plain, run_dir, resolve_device(device or cfg.device), verbose=verbose, run_id=state["run_id"])
     ctx.assets.update(run_dir.read_summary().get("assets", {}))
     ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary().get("prior"))
     ctx.metrics.update(run_dir.read_summary().get("metrics", {}))
@@ -140,6 +136,23 @@ def export_run(path: str | Path, *, device: str | None = None, verbose: bool = F
     with run_dir.lock("export"):
         _execute(ctx, state, log=log)
     return run_dir.root
+
+
+def _open_run(run_dir: RunDir, purpose: str) -> tuple[RunConfig, dict[str, Any], dict[str, Any]]:
+    """(typed config, plain config, state) of a run directory, checked against each other."""
+    plain = run_dir.read_config()
+    try:
+        cfg = validate(copy.deepcopy(plain))
+    except HeadgenError as exc:
+        raise type(exc)(f"--{purpose} {run_dir.root}: its config.yaml is not a valid recipe: {exc}") from exc
+    state = run_dir.read_state()
+    kinds = [(n, c.type) for n, c in cfg.stages.items()]
+    recorded = [(n, state["stages"][n]["kind"]) for n in state["order"]]
+    if kinds != recorded:
+        raise ResumeError(
+            f"--{purpose} {run_dir.root}: state.json does not match config.yaml (stages {recorded} vs {kinds})"
+        )
+    return cfg, plain, state
 
 
 def _load_latest_result(ctx: RunContext, done: list[str]) -> None:
@@ -162,7 +175,7 @@ def _load_latest_result(ctx: RunContext, done: list[str]) -> None:
                 f"{ctx.run_dir.root}: stage '{name}' is finished but its result (stages/{name}/result.safetensors "
                 "and result.json) is missing; restore it, or start a new run"
             )
-        ctx.state["representation"] = load_result(stage_dir, ctx)
+        ctx.state["representation"] = load_result(stage_dir, ctx, ctx.stamp(name))
         return
 
 

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from headgen.errors import ConfigError, ResumeError
+from headgen.errors import ConfigError, ResumeError, one_line
 
 
 def slugify(text: str, max_len: int = 48) -> str:
@@ -74,6 +77,103 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+STATUSES = ("done", "pending", "running")
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Which stage of which method and run wrote a file: recorded in every stage result and checkpoint
+    and checked when it is read, so a file copied from another stage or run is refused."""
+
+    stage: str
+    method: str
+    run: str
+
+    def mismatch(self, found: Any, what: str) -> str:
+        """An error message when ``found`` (a recorded stamp as a dict) is not this one, else ''."""
+        if not isinstance(found, dict):
+            return f"{what} records no stage, method and run"
+        for key, label in (("stage", "stage"), ("method", "method"), ("run", "run")):
+            if found.get(key) != getattr(self, key):
+                return (f"{what} was written by {label} {found.get(key)!r}, not {getattr(self, key)!r} (copied from "
+                        "another stage or run?)")
+        return ""
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _state_problem(state: Any) -> str:
+    """What is wrong with a parsed state.json, or an empty string."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not an object"
+    for key, kind in (("order", list), ("stages", dict), ("run_id", str)):
+        if key not in state:
+            old = " (runs made before headgen recorded run ids cannot be resumed or exported)"
+            return f"'{key}' is missing{old if key == 'run_id' else ''}"
+        if not isinstance(state[key], kind):
+            return f"'{key}' must be a {kind.__name__}, not {type(state[key]).__name__}"
+    order, stages = state["order"], state["stages"]
+    if not all(isinstance(n, str) for n in order) or len(set(order)) != len(order):
+        return "'order' must list distinct stage names"
+    if set(order) != set(stages):
+        return f"'order' ({order}) and 'stages' ({list(stages)}) name different stages"
+    if not re.fullmatch(r"[0-9a-f]{32}", state["run_id"]):
+        return f"'run_id' {state['run_id']!r} is not a run identifier"
+    for name in order:
+        entry = stages[name]
+        if not isinstance(entry, dict) or entry.get("status") not in STATUSES or not isinstance(entry.get("kind"), str):
+            return f"stages.{name} must have a status ({', '.join(STATUSES)}) and a kind"
+        seconds = entry.get("seconds", 0.0)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            return f"stages.{name}.seconds must be a number"
+    return ""
+
+
+# ------------------------------------------------------------------------ checksummed files
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def atomic_write_checked(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """:func:`atomic_write` that also records the file's SHA-256 in ``<name>.sha256``.
+
+    The checksum file lists the new digest and the one before it, and is replaced before the data
+    file is renamed into place: a process killed between the two renames leaves the old data with
+    its digest still listed, so the file on disk always verifies."""
+    path = Path(path)
+    sums = checksum_path(path)
+
+    def write_and_record(tmp: Path) -> None:
+        write(tmp)
+        previous = sha256_file(path) if path.is_file() else ""
+        atomic_write_text(sums, "\n".join(d for d in (sha256_file(tmp), previous) if d) + "\n")
+
+    return atomic_write(path, write_and_record)
+
+
+def verify_checked(path: str | Path, what: str) -> None:
+    """Raise :class:`ResumeError` unless ``path`` matches a digest its ``.sha256`` file lists."""
+    path = Path(path)
+    sums = checksum_path(path)
+    try:
+        listed = sums.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResumeError(f"{what}: its checksum file {sums.name} is missing or unreadable ({one_line(exc)})") from exc
+    if sha256_file(path) not in listed:
+        raise ResumeError(f"{what}: {path.name} does not match its checksum ({sums.name}): the file is corrupt or "
+                          "was changed")
 
 
 LOCK_FILE = ".lock"
@@ -145,14 +245,33 @@ class RunDir:
         atomic_write_text(self.config_path, yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
 
     def read_config(self) -> dict[str, Any]:
-        with open(self.config_path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+        """The run's config.yaml as a mapping; a file that is not readable YAML or not a mapping is a
+        :class:`ResumeError` naming it (a hand edit that leaves a valid config is allowed)."""
+        try:
+            with open(self.config_path, encoding="utf-8") as f:
+                plain = yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+            raise ResumeError(f"{self.config_path} is not a readable YAML file ({one_line(exc)})") from exc
+        if not isinstance(plain, dict):
+            raise ResumeError(f"{self.config_path} must hold a mapping of settings, not {type(plain).__name__}")
+        return plain
 
     def read_state(self) -> dict[str, Any]:
+        """state.json, checked: ``order`` (stage names), ``stages`` (one entry per name with a known
+        ``status``), ``run_id``. Anything else is a :class:`ResumeError` naming what is wrong."""
+        path = self.root / "state.json"
         try:
-            return json.loads((self.root / "state.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ResumeError(f"{self.root}/state.json is unreadable: {exc}") from exc
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ResumeError(f"{path} is unreadable ({one_line(exc)})") from exc
+        problem = _state_problem(state)
+        if problem:
+            raise ResumeError(f"{path} is damaged: {problem}; restore it, or start a new run")
+        return state
+
+    def stamp(self, stage: str) -> Stamp:
+        """The stamp of this run's stage ``stage`` (method from config.yaml, run id from state.json)."""
+        return Stamp(stage, str(self.read_config().get("name", "")), self.read_state()["run_id"])
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.root / "state.json", state)

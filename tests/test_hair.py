@@ -252,8 +252,8 @@ def test_hair_survives_results_and_stage_handover(head, library, tmp_path):
     rep = make_rep(head, texture="rgb", texture_size=8)
     bob = library.get("bob")
     rep.set_hair(bob.vertices, bob.faces, torch.tensor(PRESET_COLOURS["grey"]), style="bob", colour="grey")
-    save_result(tmp_path, rep)
-    back = load_result(tmp_path, ctx)
+    save_result(tmp_path, rep, None)
+    back = load_result(tmp_path, ctx, None)
     assert back.hair() == {"style": "bob", "colour": "grey"} and torch.equal(back.hair_vertices, bob.vertices)
     assert torch.equal(back.hair_faces, bob.faces) and torch.equal(back.hair_color, rep.hair_color)
     # the next stage's representation (other options) starts from this one, hair included
@@ -268,7 +268,7 @@ def test_hair_survives_results_and_stage_handover(head, library, tmp_path):
 
     tensors = {k: v for k, v in load_file(str(tmp_path / "result.safetensors")).items() if not k.startswith("hair")}
     save_file(tensors, str(tmp_path / "result.safetensors"))
-    old = load_result(tmp_path, ctx)
+    old = load_result(tmp_path, ctx, None)
     assert not old.has_hair and old.hair() == {}
 
 

@@ -127,7 +127,7 @@ def test_fine_stage_improves_on_the_coarse_head(run_dir):
 def renders(run: Path, stage: str, world: DemoWorld) -> torch.Tensor:
     """The stage's result at the demo metrics' views, [V,H,W,3] (white background)."""
     ctx = SimpleNamespace(head=world.head, device=torch.device("cpu"), config=SimpleNamespace(head={}), state={})
-    surface = load_result(run / "stages" / stage, ctx).render_input()
+    surface = load_result(run / "stages" / stage, ctx, None).render_input()
     return render_surface(surface, world)
 
 

@@ -263,18 +263,37 @@ def test_a_missing_stage_result_is_named_not_replaced_by_an_earlier_one(tmp_path
     assert message in err
 
 
-def test_a_checkpoint_of_another_stage_is_refused_on_resume(tmp_path, capsys):
-    """Every checkpoint records its stage; one copied into another stage's folder is not resumed from."""
-    run = launch_toy(tmp_path, capsys, "stages.polish.checkpoint_every=1")
+def test_a_checkpoint_of_another_stage_or_run_is_refused_on_resume(tmp_path, capsys):
+    """Every checkpoint records its stage, method and run and has a checksum: one copied from another
+    stage's folder (with its checksum file) or another run, or changed by one byte, is not resumed from."""
+    run = launch_toy(tmp_path / "a", capsys, "stages.polish.checkpoint_every=1")
+    other = launch_toy(tmp_path / "b", capsys, "stages.polish.checkpoint_every=1")
     state = json.loads((run / "state.json").read_text())
     state["stages"]["polish"]["status"] = "running"
     state["stages"]["export"]["status"] = "pending"
     (run / "state.json").write_text(json.dumps(state))
-    (run / "stages/polish/last.ckpt").write_bytes((run / "stages/fit/last.ckpt").read_bytes())
+    polish = run / "stages/polish"
+    own = {n: (polish / n).read_bytes() for n in ("last.ckpt", "last.ckpt.sha256")}
+
+    def resume_with(source: Path) -> str:
+        for name in own:
+            (polish / name).write_bytes((source / name).read_bytes())
+        code, _, err = run_cli(["--resume", str(run)], capsys)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        return err
+
+    err = resume_with(run / "stages/fit")
+    assert "stages/polish/last.ckpt was written by stage 'fit', not 'polish' (copied from another stage or run?)" in err
+    err = resume_with(other / "stages/polish")
+    assert "stages/polish/last.ckpt was written by run" in err
+    for name, data in own.items():
+        (polish / name).write_bytes(data)
+    flipped = bytearray(own["last.ckpt"])
+    flipped[len(flipped) // 2] ^= 0x10
+    (polish / "last.ckpt").write_bytes(bytes(flipped))
     code, _, err = run_cli(["--resume", str(run)], capsys)
-    assert code == 2, err
-    assert "stages/polish/last.ckpt is the checkpoint of stage 'fit', not of 'polish'" in err
-    assert "Traceback" not in err
+    assert code == 2 and "last.ckpt does not match its checksum (last.ckpt.sha256)" in err, err
+    assert "remove it and last.ckpt.sha256 to restart stage 'polish'" in err
 
 
 def test_editing_an_unfinished_source_run_is_refused_unless_a_stage_is_named(tmp_path, capsys):

@@ -47,10 +47,10 @@ def open_run(root: str | Path, device: torch.device) -> tuple[RunContext, Any]:
     run_dir = RunDir(root)
     plain = run_dir.read_config()
     cfg = validate(plain)
-    ctx = RunContext(cfg, plain, run_dir, device)
+    ctx = RunContext(cfg, plain, run_dir, device, run_id=run_dir.read_state()["run_id"])
     for name in reversed(list(cfg.stages)):
         if has_result(run_dir.root / "stages" / name):
-            return ctx, load_result(run_dir.root / "stages" / name, ctx)
+            return ctx, load_result(run_dir.root / "stages" / name, ctx, ctx.stamp(name))
     raise HeadgenError(f"{root}: no stage saved a result; nothing to score")
 
 

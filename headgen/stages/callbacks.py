@@ -10,14 +10,17 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 
-from headgen.rundir import atomic_write
+from headgen.errors import NonFiniteLossError
+from headgen.rundir import atomic_write_checked
 
 
 class AtomicCheckpoint(Callback):
-    """Write ``last.ckpt`` every ``every`` steps and at the end, through a temp file + rename.
+    """Write ``last.ckpt`` every ``every`` steps and at the end, through a temp file + rename, with its
+    SHA-256 in ``last.ckpt.sha256`` (checked on ``--resume``).
 
-    A step whose loss was not finite raises before this runs, so the file on disk is always the
-    last good state.
+    A step whose loss or gradient was not finite raises before this runs, and parameters that are not
+    finite (e.g. a step with an overflowing learning rate) raise here, before anything is written: the
+    file on disk is always the last good state.
     """
 
     def __init__(self, path: Path, every: int):
@@ -25,7 +28,16 @@ class AtomicCheckpoint(Callback):
         self.every = every
 
     def _save(self, trainer: pl.Trainer) -> None:
-        atomic_write(self.path, lambda p: trainer.save_checkpoint(str(p)))
+        module = trainer.lightning_module
+        bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+        if bad:
+            kept = f"the last good checkpoint is kept at {self.path}" if self.path.exists() else "no checkpoint yet"
+            raise NonFiniteLossError(
+                f"stage {getattr(module, 'stage_name', '?')}, step {trainer.global_step}: parameter {bad[0]} is not "
+                f"finite after the optimiser step; {kept}. Lower the learning rate, then --resume the run directory "
+                "with the new value (e.g. --resume RUN stages.NAME.optimizer.lr=...)."
+            )
+        atomic_write_checked(self.path, lambda p: trainer.save_checkpoint(str(p)))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         step = trainer.global_step

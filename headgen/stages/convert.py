@@ -36,4 +36,4 @@ class ConvertStage(Stage):
         converter: Converter = self.cfg.converter.build(ctx)
         rep = converter.convert(previous, ctx)
         ctx.state["representation"] = rep
-        save_result(ctx.run_dir.stage_dir(self.name), rep)
+        save_result(ctx.run_dir.stage_dir(self.name), rep, ctx.stamp(self.name))

@@ -62,7 +62,7 @@ class LoadStage(Stage):
         for name in candidates:
             stage_dir = run.root / "stages" / name
             if has_result(stage_dir):
-                rep = load_result(stage_dir, ctx)
+                rep = load_result(stage_dir, ctx, run.stamp(name))
                 ctx.state["representation"] = rep
                 frozen = copy.deepcopy(rep).requires_grad_(False)
                 ctx.state["source_representation"] = frozen

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from headgen.errors import ConfigError, NonFiniteLossError, RegistryError, Resum
 from headgen.inputs.base import InputProvider, StepState
 from headgen.protocols import CameraSampler, Renderer
 from headgen.registry import lookup, register
-from headgen.rundir import atomic_write
+from headgen.rundir import atomic_write, verify_checked
 from headgen.stages.base import Stage
 from headgen.stages.callbacks import AtomicCheckpoint, StageProgressBar
 from headgen.stages.results import save_result
@@ -250,7 +250,8 @@ class OptimizeSystem(pl.LightningModule):
         kept = f"the last good checkpoint is kept at {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
         raise NonFiniteLossError(
             f"stage {self.stage_name}, step {step}: the loss is not finite ({terms}); {kept}. "
-            "Lower the learning rate or the loss weights, then --resume the run directory."
+            "Lower the learning rate or the loss weights and --resume the run directory with the new values "
+            f"(e.g. --resume RUN stages.{self.stage_name}.optimizer.lr=...)."
         )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -299,12 +300,10 @@ class OptimizeSystem(pl.LightningModule):
             p.requires_grad_(id(p) in self._trained)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("headgen", {}).get("stage")
-        if saved != self.stage_name:
-            raise ResumeError(
-                f"stages/{self.stage_name}/last.ckpt is the checkpoint of stage '{saved}', not of '{self.stage_name}' "
-                f"(copied from another stage?); remove it to restart the stage, or restore its own"
-            )
+        where = f"stages/{self.stage_name}/last.ckpt"
+        problem = self.ctx.stamp(self.stage_name).mismatch(checkpoint.get("headgen"), where)
+        if problem:
+            raise ResumeError(f"{problem}; remove it to restart the stage, or restore its own")
         prefix = "representation."
         state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         self.representation.before_load(state)  # a representation whose parameter count changed resizes here
@@ -347,7 +346,7 @@ class OptimizeSystem(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["headgen"] = {"generator": self.generator.get_state(), "stage": self.stage_name}
+        checkpoint["headgen"] = {"generator": self.generator.get_state(), **asdict(self.ctx.stamp(self.stage_name))}
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Steps(), batch_size=None)
@@ -361,7 +360,14 @@ class OptimizeStage(Stage):
 
     def can_resume_from(self, stage_dir: Path) -> Path | None:
         ckpt = stage_dir / "last.ckpt"
-        return ckpt if ckpt.is_file() else None
+        if not ckpt.is_file():
+            return None
+        try:
+            verify_checked(ckpt, f"stages/{self.name}/last.ckpt")
+        except ResumeError as exc:
+            raise ResumeError(f"{exc}; remove it and last.ckpt.sha256 to restart stage '{self.name}' from its "
+                              "first step") from exc
+        return ckpt
 
     def run(self, ctx: RunContext, resume_checkpoint: Path | None = None) -> None:
         stage_dir = ctx.run_dir.stage_dir(self.name)
@@ -387,7 +393,7 @@ class OptimizeStage(Stage):
                 trainer.fit(system, ckpt_path=resume_checkpoint, weights_only=True)
         representation.finalize()
         ctx.state["representation"] = representation
-        save_result(stage_dir, representation)
+        save_result(stage_dir, representation, ctx.stamp(self.name))
         module = guidance.module() if guidance is not None else None
         if module is not None:  # e.g. a VSD LoRA: kept beside the result for inspection or reuse
             tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}

@@ -36,4 +36,4 @@ class SelectStage(Stage):
         with torch.no_grad():
             selector.select(rep, ctx, ctx.generator(self.name))
         ctx.state["representation"] = rep
-        save_result(ctx.run_dir.stage_dir(self.name), rep)
+        save_result(ctx.run_dir.stage_dir(self.name), rep, ctx.stamp(self.name))

@@ -229,13 +229,13 @@ def test_saved_result_reloads_without_refitting(tmp_path, monkeypatch):
     with torch.no_grad():
         dm.deform.normal_(0, 0.3)
     before = dm.extract_mesh().v_pos.detach().clone()
-    save_result(tmp_path, dm)
+    save_result(tmp_path, dm, None)
 
     def no_refit(*a, **k):
         raise AssertionError("a loaded result must not be re-initialised")
 
     monkeypatch.setattr(DMTet, "fit_sdf", no_refit)
-    loaded = load_result(tmp_path, SimpleNamespace(device=torch.device("cpu")))
+    loaded = load_result(tmp_path, SimpleNamespace(device=torch.device("cpu")), None)
     assert isinstance(loaded, DMTet)
     torch.testing.assert_close(loaded.extract_mesh().v_pos, before)
     again = make(resolution=12, init="sphere", init_radius=0.5, half_size=0.75)
