@@ -15,6 +15,7 @@ examples:
   python launch.py --config methods/dreamface.yaml prompt="the face of an old sailor"
   python launch.py --config methods/dreamface.yaml stages.carve.steps=50 --device cuda
   python launch.py --resume outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
+  python launch.py --resume RUN_DIR stages.carve.optimizer.lr=1e-4   (unfinished stages only)
   python launch.py --export outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
   python launch.py --bench configs/bench/smoke.yaml [--launcher ray --workers 2]
   python launch.py --list
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides (OmegaConf dotlist)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="recipe overrides (OmegaConf dotlist); with --resume, of unfinished stages only")
     p.add_argument("--config", metavar="RECIPE", help="recipe YAML, e.g. methods/dreamface.yaml")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the recipe's, auto)")
     p.add_argument("--seed", type=int, help="seed of every random generator (default: the recipe's)")
@@ -91,13 +93,16 @@ def _run(args: argparse.Namespace) -> int:
                 overrides.append(f"{key}={value}")
         root = pipeline.start_run(args.config, overrides, verbose=args.verbose)
     else:
-        if args.overrides or args.seed is not None or args.output_dir:
+        if args.seed is not None or args.output_dir or (args.export and args.overrides):
             raise HeadgenError(
-                "overrides, --seed and --output-dir cannot be combined with --resume/--export: the run "
-                "continues with its saved config.yaml (only --device may change)"
+                "--seed, --output-dir and (with --export) overrides cannot be combined with --resume/--export: the "
+                "run continues with its saved config.yaml; --resume takes overrides of its unfinished stages "
+                "(e.g. stages.NAME.optimizer.lr=1e-4) and --device"
             )
-        fn = pipeline.resume_run if args.resume else pipeline.export_run
-        root = fn(args.resume or args.export, device=args.device, verbose=args.verbose)
+        if args.resume:
+            root = pipeline.resume_run(args.resume, list(args.overrides), device=args.device, verbose=args.verbose)
+        else:
+            root = pipeline.export_run(args.export, device=args.device, verbose=args.verbose)
     print(f"Run directory: {root}")
     return 0
 

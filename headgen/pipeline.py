@@ -14,6 +14,7 @@ import torch
 from headgen import __version__
 from headgen.config.compose import compose
 from headgen.config.recipe import RunConfig, validate
+from headgen.config.resume import apply_resume_overrides
 from headgen.config.typed import to_plain
 from headgen.context import RunContext
 from headgen.errors import HeadgenError, ResumeError
@@ -87,30 +88,56 @@ def start_run(
     return run_dir.root
 
 
-def resume_run(path: str | Path, *, device: str | None = None, verbose: bool = False, log: Any = print) -> Path:
+def resume_run(
+    path: str | Path, overrides: list[str] | None = None, *, device: str | None = None, verbose: bool = False,
+    log: Any = print,
+) -> Path:
+    """Continue an interrupted run; ``overrides`` change settings of its unfinished stages
+    (:mod:`headgen.config.resume`), and config.yaml records them."""
     run_dir = RunDir.open(path, "resume")
-    cfg, plain, state = _open_run(run_dir, "resume")
-    order = state["order"]
-    pending = [n for n in order if state["stages"][n]["status"] != DONE]
-    ctx = RunContext(cfg, plain, run_dir, resolve_device(device or cfg.device), verbose=verbose, run_id=state["run_id"])
-    if not pending:
-        log(f"--resume {path}: every stage is already done; nothing to do")
-        return run_dir.root
-    first = pending[0]
-    stage = cfg.stages[first].build(first)
-    ckpt = stage.can_resume_from(run_dir.root / "stages" / first)
-    done = [n for n in order if state["stages"][n]["status"] == DONE]
-    if not done and ckpt is None:
-        raise ResumeError(
-            f"--resume {path}: the run holds no checkpoint (no finished stage, and stage '{first}' "
-            "wrote no last.ckpt); start a new run instead"
-        )
-    ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary().get("prior"))
-    _load_latest_result(ctx, done)
     with run_dir.lock("resume"):
+        cfg, plain, state = _open_run(run_dir, "resume")
+        order = state["order"]
+        pending = [n for n in order if state["stages"][n]["status"] != DONE]
+        if not pending:
+            if overrides:
+                raise ResumeError(f"--resume {path}: every stage is done, so the overrides would change nothing")
+            log(f"--resume {path}: every stage is already done; nothing to do")
+            return run_dir.root
+        first = pending[0]
+        ckpt = cfg.stages[first].build(first).can_resume_from(run_dir.root / "stages" / first)
+        done = [n for n in order if state["stages"][n]["status"] == DONE]
+        if not done and ckpt is None:
+            raise ResumeError(
+                f"--resume {path}: the run holds no checkpoint (no finished stage, and stage '{first}' "
+                "wrote no last.ckpt); start a new run instead"
+            )
+        if overrides:
+            cfg, plain = _override(run_dir, state, plain, overrides, done, first if ckpt else None, log)
+        ctx = RunContext(cfg, plain, run_dir, resolve_device(device or cfg.device), verbose=verbose,
+                         run_id=state["run_id"])
+        ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary().get("prior"))
+        _load_latest_result(ctx, done)
         log(f"resuming {cfg.name} at stage '{first}'" + (f" from {ckpt.relative_to(run_dir.root)}" if ckpt else ""))
         _execute(ctx, state, log=log, resume={first: ckpt})
     return run_dir.root
+
+
+def _override(
+    run_dir: RunDir, state: dict[str, Any], plain: dict[str, Any], overrides: list[str], done: list[str],
+    checkpointed: str | None, log: Any,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Apply ``--resume`` overrides, validate, and record them in config.yaml and state.json."""
+    new_plain, changed = apply_resume_overrides(plain, overrides, done, checkpointed)
+    cfg = validate(copy.deepcopy(new_plain))
+    new_plain = to_plain(cfg)
+    if changed:
+        run_dir.write_config(new_plain)
+        stamp = _dt.datetime.now().isoformat(timespec="seconds")
+        state.setdefault("overrides", []).append({"at": stamp, "changed": list(overrides)})
+        run_dir.write_state(state)
+        log(f"config.yaml updated: {', '.join(changed)}")
+    return cfg, new_plain
 
 
 def export_run(path: str | Path, *, device: str | None = None, verbose: bool = False, log: Any = print) -> Path:

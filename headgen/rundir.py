@@ -146,21 +146,15 @@ def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def atomic_write_checked(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """:func:`atomic_write` that also records the file's SHA-256 in ``<name>.sha256``.
+def promote_checked(source: Path, path: Path) -> None:
+    """Rename ``source`` onto ``path`` and record its SHA-256 in ``<path>.sha256``.
 
     The checksum file lists the new digest and the one before it, and is replaced before the data
     file is renamed into place: a process killed between the two renames leaves the old data with
     its digest still listed, so the file on disk always verifies."""
-    path = Path(path)
-    sums = checksum_path(path)
-
-    def write_and_record(tmp: Path) -> None:
-        write(tmp)
-        previous = sha256_file(path) if path.is_file() else ""
-        atomic_write_text(sums, "\n".join(d for d in (sha256_file(tmp), previous) if d) + "\n")
-
-    return atomic_write(path, write_and_record)
+    previous = sha256_file(path) if path.is_file() else ""
+    atomic_write_text(checksum_path(path), "\n".join(d for d in (sha256_file(source), previous) if d) + "\n")
+    os.replace(source, path)
 
 
 def verify_checked(path: str | Path, what: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from runhelpers import kill_after_first_checkpoint
 from safetensors.torch import load_file
 from testpaths import PLUGINS, REPO, TOY_RECIPE
@@ -106,7 +107,7 @@ def test_resume_and_export_errors(tmp_path, capsys):
     assert code == 2 and "holds no checkpoint" in err
     code, _, err = run_cli(["--export", str(run)], capsys)
     assert code == 2 and "is not finished" in err
-    code, _, err = run_cli(["--resume", str(run), "seed=3"], capsys)
+    code, _, err = run_cli(["--resume", str(run), "--seed", "3"], capsys)
     assert code == 2 and "cannot be combined with --resume" in err
 
 
@@ -132,14 +133,65 @@ def test_export_reexports_finished_run(tmp_path, capsys):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     code, out, err = run_cli(
-        ["--config", str(TOY_RECIPE), "--output-dir", str(tmp_path), "stages.fit.optimizer.lr=1e30",
+        ["--config", str(TOY_RECIPE), "--output-dir", str(tmp_path), "stages.fit.optimizer.lr=[5, 0.05, 1e30, 5]",
          "stages.fit.optimizer.name=sgd", "stages.fit.checkpoint_every=1"], capsys)
     assert code == 2
     assert "the loss is not finite" in err and "Traceback" not in err
     ckpt = next(tmp_path.glob("toy/*/stages/fit/last.ckpt"))
     state = torch.load(ckpt, weights_only=True)
-    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    # good: the step after it computed a finite loss. The 7th update used lr 1e30 (the schedule's value
+    # after step 5 counted from 0); the loss after it overflowed, so the state after 6 updates is kept.
+    assert state["global_step"] == 6 and all(v.abs().max() < 10 for v in state["state_dict"].values())
     assert "last good checkpoint is kept" in err
+    assert not (ckpt.parent / "last.ckpt.next").exists()
+    # the advice works: --resume with the lower learning rate the message suggests finishes the run
+    assert "--resume RUN stages.fit.optimizer.lr=" in err
+    run = ckpt.parents[2]
+    code, out, err = run_cli(["--resume", str(run), "stages.fit.optimizer.lr=0.05"], capsys)
+    assert code == 0, err
+    assert "config.yaml updated: stages.fit.optimizer.lr" in out
+    assert yaml.safe_load((run / "config.yaml").read_text())["stages"]["fit"]["optimizer"]["lr"] == 0.05
+    assert json.loads((run / "state.json").read_text())["overrides"][0]["changed"] == ["stages.fit.optimizer.lr=0.05"]
+
+
+def test_resume_overrides_change_only_what_is_still_to_come(tmp_path, capsys):
+    """--resume RUN key=value: the new value applies from the first resumed step; settings of finished
+    stages, of the whole run, or fixed by the checkpoint are refused with the reason."""
+    runs = {}
+    for name in ("plain", "faster"):
+        run = launch_toy(tmp_path / name, capsys, "stages.fit.checkpoint_every=1", "stages.fit.steps=12")
+        state = json.loads((run / "state.json").read_text())
+        for stage in ("fit", "polish", "export"):
+            state["stages"][stage]["status"] = "pending"
+        state["stages"]["fit"]["status"] = "running"
+        (run / "state.json").write_text(json.dumps(state))
+        runs[name] = run
+    refused = {
+        "seed=3": "'seed': only settings of unfinished stages can change",
+        "stages.fit.representation.size=8": "stage 'fit' continues from its checkpoint, which fixes this setting",
+        "stages.fit.optimizer.name=sgd": "continues from its checkpoint",
+        "stages.nope.steps=3": "stages.nope is not a group of settings of this run",
+        "stages.fit.optimizer.lr=-1": "a learning rate must be >= 0",
+    }
+    before = (runs["plain"] / "config.yaml").read_text()
+    for override, message in refused.items():
+        code, _, err = run_cli(["--resume", str(runs["plain"]), override], capsys)
+        assert code == 2 and message in err and "Traceback" not in err, (override, err)
+    assert (runs["plain"] / "config.yaml").read_text() == before, "a refused override changed config.yaml"
+    # the runs' checkpoints are at the end of fit (step 12): both continue fit to step 20
+    code, _, err = run_cli(["--resume", str(runs["plain"]), "stages.fit.steps=20"], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["--resume", str(runs["faster"]), "stages.fit.optimizer.lr=0.2",
+                              "stages.polish.steps=4", "stages.fit.steps=20"], capsys)
+    assert code == 0, err
+    assert "config.yaml updated: stages.fit.optimizer.lr, stages.fit.steps, stages.polish.steps" in out
+    a = load_file(str(runs["plain"] / "stages/fit/result.safetensors"))
+    b = load_file(str(runs["faster"] / "stages/fit/result.safetensors"))
+    assert not torch.equal(a["image"], b["image"]), "the new learning rate was not applied"
+    summary = json.loads((runs["faster"] / "summary.json").read_text())
+    assert [s["steps"] for s in summary["stages"] if s["name"] == "polish"] == [4]
+    code, _, err = run_cli(["--resume", str(runs["faster"]), "stages.fit.steps=20"], capsys)
+    assert code == 2 and "every stage is done" in err
 
 
 @pytest.mark.parametrize(

@@ -11,41 +11,58 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 
 from headgen.errors import NonFiniteLossError
-from headgen.rundir import atomic_write_checked
+from headgen.rundir import atomic_write, promote_checked
 
 
 class AtomicCheckpoint(Callback):
-    """Write ``last.ckpt`` every ``every`` steps and at the end, through a temp file + rename, with its
-    SHA-256 in ``last.ckpt.sha256`` (checked on ``--resume``).
+    """Keep ``last.ckpt`` (with its SHA-256 in ``last.ckpt.sha256``, checked on ``--resume``) at the last
+    good state, every ``every`` steps and at the end.
 
-    A step whose loss or gradient was not finite raises before this runs, and parameters that are not
-    finite (e.g. a step with an overflowing learning rate) raise here, before anything is written: the
-    file on disk is always the last good state.
+    "Good" means the next step computed a finite loss and finite gradients from those parameters: the
+    state after step N is written to ``last.ckpt.next`` and becomes ``last.ckpt`` only when step N+1
+    has gone through. A step whose loss or gradient is not finite raises before that, and parameters
+    that are not finite raise before anything is written, so a diverged stage leaves the checkpoint
+    from which a lower learning rate can continue (the new state is discarded). Both moves are
+    atomic (temporary file + rename): a killed process leaves one checkpoint or the other, whole.
     """
 
     def __init__(self, path: Path, every: int):
         self.path = Path(path)
+        self.pending = self.path.with_name(self.path.name + ".next")
         self.every = every
 
-    def _save(self, trainer: pl.Trainer) -> None:
+    def _write(self, trainer: pl.Trainer, path: Path) -> None:
         module = trainer.lightning_module
         bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
         if bad:
             kept = f"the last good checkpoint is kept at {self.path}" if self.path.exists() else "no checkpoint yet"
+            stage = getattr(module, "stage_name", "NAME")
             raise NonFiniteLossError(
-                f"stage {getattr(module, 'stage_name', '?')}, step {trainer.global_step}: parameter {bad[0]} is not "
-                f"finite after the optimiser step; {kept}. Lower the learning rate, then --resume the run directory "
-                "with the new value (e.g. --resume RUN stages.NAME.optimizer.lr=...)."
+                f"stage {stage}, step {trainer.global_step}: parameter {bad[0]} is not finite after the optimiser "
+                f"step; {kept}. Lower the learning rate, then --resume the run directory with the new value "
+                f"(e.g. --resume RUN stages.{stage}.optimizer.lr=...)."
             )
-        atomic_write_checked(self.path, lambda p: trainer.save_checkpoint(str(p)))
+        atomic_write(path, lambda p: trainer.save_checkpoint(str(p)))
+
+    def _promote(self) -> None:
+        if self.pending.is_file():
+            promote_checked(self.pending, self.path)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.pending.unlink(missing_ok=True)  # left by a killed process: not known to be good
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._promote()  # this step's loss and gradients were finite: the state before it is good
         step = trainer.global_step
         if step % self.every == 0 or step >= (trainer.max_steps or 0):
-            self._save(trainer)
+            self._write(trainer, self.pending)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
+        self._write(trainer, self.pending)  # the stage is over: no next step to wait for
+        self._promote()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.pending.unlink(missing_ok=True)
 
 
 LOG_UPDATES = 20

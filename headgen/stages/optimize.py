@@ -345,6 +345,18 @@ class OptimizeSystem(pl.LightningModule):
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_train_start(self) -> None:
+        # After a checkpoint was restored: the optimiser's hyper-parameters come from the config, not the
+        # checkpoint, so --resume with a new learning rate or eps applies from the first resumed step
+        # (unchanged values give the same numbers, so a plain resume is bit-identical).
+        opt_cfg = self.cfg.optimizer
+        scheduler = self.lr_schedulers()
+        groups = self.optimizers(use_pl_optimizer=False).param_groups
+        for group, base, lr_lambda in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * lr_lambda(scheduler.last_epoch)
+            if opt_cfg.name != "sgd":
+                group.update(betas=tuple(opt_cfg.betas), eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["headgen"] = {"generator": self.generator.get_state(), **asdict(self.ctx.stamp(self.stage_name))}
 
@@ -437,11 +449,13 @@ def make_trainer(
     else:
         accelerator, devices = "cpu", 1
     version = ""
-    if resumed:  # keep the interrupted session's logs; the resumed one writes beside them
-        n = 1
-        while (stage_dir / "logs" / f"resumed-{n}").exists():
+    if resumed or (stage_dir / "logs").exists():
+        # Keep the interrupted session's logs (also of a stage restarted without a checkpoint): the new
+        # session writes beside them.
+        kind, n = ("resumed" if resumed else "restarted"), 1
+        while (stage_dir / "logs" / f"{kind}-{n}").exists():
             n += 1
-        version = f"resumed-{n}"
+        version = f"{kind}-{n}"
     loggers = [
         CSVLogger(str(stage_dir), name="logs", version=version),
         TensorBoardLogger(str(stage_dir), name="logs", version=version, default_hp_metric=False),
