@@ -78,6 +78,42 @@ class ToyImage(Representation):
         return (self.image[1:] - self.image[:-1]).pow(2).mean()
 
 
+@register("representation", "toy-mesh")
+class ToyMesh(ToyImage):
+    """A toy image that is also the texture of a small UV-mapped grid mesh with learnable heights, so
+    the OBJ exporter can write it (test only)."""
+
+    @dataclass
+    class Config:
+        size: int = 16
+        init: float = 0.5
+        grid: int = 4
+        """Vertices per side of the mesh."""
+
+    def __init__(self, cfg: Config, ctx):
+        super().__init__(cfg, ctx)
+        self.heights = nn.Parameter(torch.zeros(cfg.grid * cfg.grid))
+
+    def reg_bumps(self, step: int) -> Tensor:
+        """Pull the heights toward a fixed bump so they change during a fit."""
+        n = self.cfg.grid
+        y, x = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
+        return (self.heights - 0.3 * ((1 - x * x) * (1 - y * y)).reshape(-1)).pow(2).mean()
+
+    def export_surface(self):
+        from headgen.geometry.mesh import Mesh, SurfaceGeometry
+
+        n = self.cfg.grid
+        y, x = torch.meshgrid(torch.linspace(0, 1, n), torch.linspace(0, 1, n), indexing="ij")
+        uv = torch.stack([x.reshape(-1), 1 - y.reshape(-1)], -1)
+        pos = torch.stack([x.reshape(-1) - 0.5, 0.5 - y.reshape(-1), self.heights.detach()], -1)
+        i = torch.arange(n * n).view(n, n)
+        a, b, c, d = i[:-1, :-1].reshape(-1), i[:-1, 1:].reshape(-1), i[1:, :-1].reshape(-1), i[1:, 1:].reshape(-1)
+        faces = torch.cat([torch.stack([a, c, b], -1), torch.stack([b, c, d], -1)])
+        mesh = Mesh(v_pos=pos, t_pos_idx=faces, v_tex=uv)
+        return SurfaceGeometry(mesh=mesh, albedo_map=self.image.detach().clamp(0, 1))
+
+
 def toy_target(size: int) -> Tensor:
     y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     return torch.stack([x, y, 0.5 * (x + y)], dim=-1)
