@@ -59,6 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from headgen.registry import plugin_origin
+
+        origin = plugin_origin(exc)
+        if origin is None:  # headgen's own code: a bug, reported with its traceback
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        stage = getattr(exc, "headgen_stage", None)
+        print(f"error: a plugin part failed{f' in stage {stage!r}' if stage else ''}: {type(exc).__name__}: "
+              f"{' '.join(str(exc).split())} ({origin}); --verbose shows the traceback", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: continue later with --resume RUN_DIR (the last checkpoint is kept)", file=sys.stderr)
         return 130

@@ -223,6 +223,10 @@ def _execute(ctx: RunContext, state: dict[str, Any], *, log: Any, resume: dict[s
         t0 = time.perf_counter()
         try:
             stage.run(ctx, resume.get(name))
+        except Exception as exc:
+            if not hasattr(exc, "headgen_stage"):
+                exc.headgen_stage = name  # type: ignore[attr-defined] # the command line names it
+            raise
         finally:
             entry["seconds"] = round(entry.get("seconds", 0.0) + time.perf_counter() - t0, 3)
             ctx.run_dir.write_state(state)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -99,23 +100,33 @@ def load_builtins() -> None:
         importlib.import_module(module)
 
 
+PLUGIN_MODULES: set[str] = set()
+"""Top-level names of the modules loaded as plugins (an error raised in their code is reported as theirs)."""
+
+
 def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Import plugins from the ``headgen.plugins`` entry points and from ``modules``.
 
     An entry point may name a module (imported for its ``register`` calls) or a callable
-    (called with no arguments). Returns the names loaded, for logging.
+    (called with no arguments). Returns the names loaded, for logging. A plugin that fails to load
+    is a :class:`HeadgenError` naming it and the line that raised.
     """
     load_builtins()
     loaded = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        PLUGIN_MODULES.add(ep.value.split(":")[0].split(".")[0])
         try:
             obj = ep.load()
+            if callable(obj) and not isinstance(obj, type):
+                obj()
+        except HeadgenError:
+            raise
         except Exception as exc:  # a broken third-party plugin must say which one it is
-            raise HeadgenError(f"plugin entry point '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
-        if callable(obj) and not isinstance(obj, type):
-            obj()
+            raise HeadgenError(f"plugin entry point '{ep.name}' ({ep.value}) failed to load: "
+                               f"{type(exc).__name__}: {exc}{_at(exc)}") from exc
         loaded.append(ep.value)
     for module in modules:
+        PLUGIN_MODULES.add(module.split(".")[0])
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -124,6 +135,32 @@ def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> list[str]:
                     f"--plugin {module}: module not found; it must be importable "
                     "(installed, or its folder on PYTHONPATH / the current directory)"
                 ) from exc
+            raise HeadgenError(f"--plugin {module}: importing it failed: {exc}{_at(exc)}") from exc
+        except HeadgenError:
             raise
+        except Exception as exc:  # SyntaxError, an error raised at import time, ...
+            raise HeadgenError(
+                f"--plugin {module}: importing it failed: {type(exc).__name__}: {exc}{_at(exc)}"
+            ) from exc
         loaded.append(module)
     return loaded
+
+
+def _at(exc: BaseException) -> str:
+    """`` (at file:line, in function)`` of where ``exc`` was raised (for a SyntaxError, the bad line)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" (at {exc.filename}:{exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (at {frames[-1].filename}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
+
+
+def plugin_origin(exc: BaseException) -> str | None:
+    """Where in a plugin's code ``exc`` was raised (innermost plugin frame), or None when no plugin code
+    is on its traceback (then it is headgen's own bug and keeps its traceback)."""
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.split(".")[0] in PLUGIN_MODULES:
+            found = f"plugin {module}, {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno} in {tb.tb_frame.f_code.co_name}"
+        tb = tb.tb_next
+    return found

@@ -206,19 +206,24 @@ class RunDir:
         while root.exists():  # two runs in the same second get distinct directories
             n += 1
             root = base.with_name(f"{base.name}-{n}")
-        root.mkdir(parents=True)
-        (root / "stages").mkdir()
-        (root / "assets").mkdir()
+        try:
+            root.mkdir(parents=True)
+            (root / "stages").mkdir()
+            (root / "assets").mkdir()
+        except OSError as exc:  # a file in the way, no permission, a read-only or full disk
+            raise ConfigError(f"--output-dir {output_dir}: cannot create the run directory {root} there "
+                              f"({one_line(exc)}); choose a folder you can write to") from exc
         return cls(root)
 
     @classmethod
     def open(cls, root: str | Path, purpose: str = "resume") -> RunDir:
         root = Path(root)
+        flag = "source=" if purpose == "source" else f"--{purpose} "  # an edit's source is a recipe key
         if not root.is_dir():
-            raise ResumeError(f"--{purpose} {root}: no such run directory")
+            raise ResumeError(f"{flag}{root}: no such run directory")
         if not (root / "config.yaml").is_file() or not (root / "state.json").is_file():
             raise ResumeError(
-                f"--{purpose} {root}: not a headgen run directory (config.yaml and state.json are missing)"
+                f"{flag}{root}: not a headgen run directory (config.yaml and state.json are missing)"
             )
         return cls(root)
 

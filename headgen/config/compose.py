@@ -117,11 +117,9 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
             continue
         try:
             value = OmegaConf.from_dotlist([item])
+            node: Any = OmegaConf.select(value, key, throw_on_missing=True)  # also a.b[0] keys
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"override '{item}': {exc}") from exc
-        node: Any = value
-        for part in key.split("."):
-            node = node[part]
+            raise ConfigError(f"override '{item}': {' '.join(str(exc).split())}") from exc
         if isinstance(node, (DictConfig, ListConfig)):
             node = OmegaConf.to_container(node)
         out.append((key, node))

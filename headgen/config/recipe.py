@@ -69,6 +69,10 @@ def validate(plain: dict[str, Any]) -> RunConfig:
     """Typed validation of a composed recipe, plus the checks no type can express."""
     if "extends" in plain:
         plain = {k: v for k, v in plain.items() if k != "extends"}
+    # `prompt:` with nothing after it is YAML's null: for a text it means "empty", which the checks
+    # below name, rather than a type error.
+    texts = ("prompt", "negative_prompt", "edit_prompt")
+    plain = {k: ("" if v is None and k in texts else v) for k, v in plain.items()}
     cfg = parse(RunConfig, plain)
     for name, stage in cfg.stages.items():
         if stage.type == "load" and not (getattr(stage.config, "source", "") or cfg.source):

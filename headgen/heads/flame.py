@@ -118,11 +118,13 @@ def restricted_load(path: Path) -> Any:
     data = path.read_bytes()
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), str(path)).load()
+        return _plain(obj, str(path))
     except HeadgenError:
         raise
+    except RecursionError as exc:  # nesting no model file has (it would also overflow the stand-in pass)
+        raise HeadgenError(f"{path}: not a model pickle (its objects are nested too deeply)") from exc
     except Exception as exc:  # truncated or not a pickle at all
         raise HeadgenError(f"{path}: not a readable model pickle ({type(exc).__name__}: {exc})") from exc
-    return _plain(obj, str(path))
 
 
 def _plain(obj: Any, where: str) -> Any:

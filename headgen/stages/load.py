@@ -42,7 +42,7 @@ class LoadStage(Stage):
         try:
             run = RunDir.open(source, "source")
         except ResumeError as exc:
-            raise ConfigError(str(exc).replace("--source", "source=")) from exc
+            raise ConfigError(str(exc)) from exc
         state = run.read_state()
         order = state.get("order", [])
         if self.cfg.stage is not None:

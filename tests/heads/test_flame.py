@@ -141,6 +141,10 @@ def test_flame_errors(flame_dir, tmp_path):
     (tmp_path / "junk.pkl").write_bytes(b"\x00 definitely not a pickle")
     with pytest.raises(HeadgenError, match="not a readable model pickle"):
         load_flame(tmp_path / "junk.pkl")
+    # 100k nested lists: the unpickler builds them without recursion, walking them would overflow
+    (tmp_path / "deep.pkl").write_bytes(b"\x80\x02" + b"]" * 100_000 + b"a" * 99_999 + b".")
+    with pytest.raises(HeadgenError, match="deep.pkl: not a model pickle \\(its objects are nested too deeply\\)"):
+        load_flame(tmp_path / "deep.pkl")
     partial = {"v_template": np.zeros((V, 3)), "f": np.zeros((F, 3))}
     (tmp_path / "partial.pkl").write_bytes(pickle.dumps(partial))
     with pytest.raises(HeadgenError, match="'shapedirs' is missing"):

@@ -128,11 +128,17 @@ class ToyTargetGuidance(Guidance):
         noise: float = 0.05
         sleep_s: float = 0.0
         """Seconds to sleep per call, so tests can interrupt a run mid-stage."""
+        fail_at_call: int = -1
+        """Raise a RuntimeError on this call (counted from 0), as a buggy plugin would; -1: never."""
 
     def __init__(self, cfg: Config, ctx):
         super().__init__(cfg, ctx)
+        self.calls = 0
 
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
+        self.calls += 1
+        if self.calls - 1 == self.cfg.fail_at_call:
+            raise RuntimeError(f"toy failure on call {self.cfg.fail_at_call}")
         if self.cfg.sleep_s:
             time.sleep(self.cfg.sleep_s)
         rgb = inp.render["rgb"]
