@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from headgen.cache import resolve_cache_dir
 from headgen.errors import ConfigError
 from headgen.prior.clip import ClipModel
 from headgen.prior.clip_views import (
@@ -173,8 +174,8 @@ class ClipSelectConfig(ClipViewsConfig):
     """Number of candidates (DreamFace samples 1M; use far fewer on CPU)."""
     pool_seed: int = 0
     """Seed of the candidate pool (the pool is the same for every prompt and run seed)."""
-    cache_dir: str = "~/.cache/headgen/clip-pools"
-    """Where pool embeddings are cached; empty: no cache."""
+    cache_dir: str = "$HEADGEN_CACHE_DIR/clip-pools"
+    """Where pool embeddings are cached ($HEADGEN_CACHE_DIR: its root, default ~/.cache/headgen); empty: no cache."""
     scale: float = 1.0
     """Standard deviation of the candidates' identity coefficients."""
 
@@ -229,7 +230,7 @@ class ClipSelect(ClipViewsSelector):
         if not self.cfg.cache_dir:
             return None
         key = self.pool_key(head, num, clip, imager)
-        return PoolCache(Path(self.cfg.cache_dir).expanduser(), key, clip.key)
+        return PoolCache(resolve_cache_dir(self.cfg.cache_dir), key, clip.key)
 
     # ------------------------------------------------------------------ the selector API
     def select(self, representation: Any, ctx: Any, generator: torch.Generator | None = None) -> Selection:

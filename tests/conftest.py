@@ -16,6 +16,19 @@ if str(PLUGINS) not in sys.path:
 from testpaths import REPO  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Every cache (heads, hair, CLIP pools, text embeddings) goes to a temporary folder, never the
+    user's ~/.cache/headgen; subprocesses inherit it through the environment."""
+    before = os.environ.get("HEADGEN_CACHE_DIR")
+    os.environ["HEADGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("headgen-cache"))
+    yield
+    if before is None:
+        os.environ.pop("HEADGEN_CACHE_DIR", None)
+    else:
+        os.environ["HEADGEN_CACHE_DIR"] = before
+
+
 @pytest.fixture(autouse=True)
 def _seeded_torch():
     """Every test starts from the same global torch seed, so a test that draws without its own

@@ -51,3 +51,26 @@ def test_plugin_exporter_writing_outside_assets_is_an_error(tmp_path, capsys, to
                             "stages.fit.steps=2", "stages.polish.steps=1",
                             "stages.export.exporters=[{type: toy-png, filename: ../escaped.png}]"], capsys)
     assert code == 2 and "exporter toy-png wrote" in err and "outside the run's assets/ folder" in err
+
+
+def test_every_cache_honours_headgen_cache_dir(tmp_path, monkeypatch):
+    """Heads, hair, CLIP pools and text embeddings are all cached under $HEADGEN_CACHE_DIR (the CLIP
+    pool and text-embedding caches used a fixed ~/.cache/headgen path before)."""
+    from headgen.cache import resolve_cache_dir
+    from headgen.hair.procedural import cache_root as hair_cache
+    from headgen.heads.builtin import cache_dir as heads_cache
+    from headgen.prior.prompts import PromptConfig
+    from selection.clip_select import ClipSelectConfig
+
+    monkeypatch.setenv("HEADGEN_CACHE_DIR", str(tmp_path / "cache"))
+    folders = {
+        "heads": heads_cache(),
+        "hair": hair_cache(),
+        "clip-pools": resolve_cache_dir(ClipSelectConfig().cache_dir),
+        "text-embeddings": resolve_cache_dir(PromptConfig().cache_dir),
+    }
+    assert folders == {name: tmp_path / "cache" / name for name in folders}
+    monkeypatch.delenv("HEADGEN_CACHE_DIR")
+    assert resolve_cache_dir(ClipSelectConfig().cache_dir) == Path.home() / ".cache/headgen/clip-pools"
+    assert resolve_cache_dir("~/pools") == Path.home() / "pools"
+    assert resolve_cache_dir("/tmp/$HEADGEN_CACHE_DIR") == Path("/tmp/$HEADGEN_CACHE_DIR")

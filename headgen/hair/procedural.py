@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from headgen.cache import cache_path
 from headgen.errors import HeadgenError
 
 GENERATOR_VERSION = 1
@@ -52,8 +52,7 @@ STYLE_INFO: dict[str, dict[str, str]] = {
 
 def cache_root() -> Path:
     """``$HEADGEN_CACHE_DIR/hair`` or ``~/.cache/headgen/hair``."""
-    root = os.environ.get("HEADGEN_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "headgen") / "hair"
+    return cache_path("hair")
 
 
 def head_key(head: Any) -> str:

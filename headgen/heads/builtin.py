@@ -30,12 +30,12 @@ copy, e.g. ``--out headgen/heads/data/builtin_default.npz --half`` to ship one).
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from headgen.cache import cache_path
 from headgen.errors import HeadgenError
 from headgen.heads.base import HeadModel, LazyHead
 from headgen.registry import register
@@ -54,8 +54,7 @@ _lock = threading.Lock()
 
 def cache_dir() -> Path:
     """Where generated heads are cached: ``$HEADGEN_CACHE_DIR/heads`` or ``~/.cache/headgen/heads``."""
-    root = os.environ.get("HEADGEN_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "headgen") / "heads"
+    return cache_path("heads")
 
 
 def _file_name(resolution: str, seed: int) -> str:

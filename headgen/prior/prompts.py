@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from headgen.cache import resolve_cache_dir
 from headgen.errors import ConfigError, HeadgenError
 from headgen.rundir import atomic_write
 
@@ -33,8 +34,8 @@ class PromptConfig:
     """Per view label, the text with {prompt} replaced by the user's prompt."""
     token_file: str | None = None
     """A textual-inversion file (safetensors {token: embedding}) whose tokens the templates may use."""
-    cache_dir: str | None = "~/.cache/headgen/text-embeddings"
-    """On-disk cache of text embeddings (null: memory only)."""
+    cache_dir: str | None = "$HEADGEN_CACHE_DIR/text-embeddings"
+    """On-disk cache of text embeddings ($HEADGEN_CACHE_DIR: its root, default ~/.cache/headgen; null: memory only)."""
 
     def __post_init__(self) -> None:
         missing = [v for v in VIEWS if v not in self.templates]
@@ -108,7 +109,7 @@ class EmbeddingCache:
 
     def __init__(self, model_key: str, cache_dir: str | None):
         self.model_key = model_key
-        self.dir = Path(cache_dir).expanduser() / _digest(model_key)[:16] if cache_dir else None
+        self.dir = resolve_cache_dir(cache_dir) / _digest(model_key)[:16] if cache_dir else None
         self.memory: dict[str, Tensor] = {}
         self.hits = 0
         self.misses = 0
