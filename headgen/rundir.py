@@ -300,8 +300,18 @@ class RunDir:
             handle.close()  # closing the file releases the lock
 
     def read_summary(self) -> dict[str, Any]:
+        """summary.json as an object ({} before the first stage ends)."""
         path = self.root / "summary.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ResumeError(f"{path} is unreadable ({one_line(exc)}); restore it, or delete it to start a new "
+                              "summary (the run's metrics and asset list are kept there)") from exc
+        if not isinstance(summary, dict):
+            raise ResumeError(f"{path} is damaged: it holds a {type(summary).__name__}, not an object")
+        return summary
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.root / "summary.json", summary)

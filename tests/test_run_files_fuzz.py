@@ -2,7 +2,7 @@
 assets without a word.
 
 200 mutations (truncation, byte flips, deletion, swapping a file between the two stages) of
-``config.yaml``, ``state.json``, ``stages/*/result.*`` and ``stages/*/last.ckpt`` of a tiny run of
+``config.yaml``, ``state.json``, ``summary.json``, ``stages/*/result.*`` and ``stages/*/last.ckpt`` of a tiny run of
 tests/plugins/toy_mesh.yaml (OBJ exporter). Every outcome must be exit 0 with assets identical to the
 undamaged run's, or exit 2 with one line of message. The one exception is a config.yaml that still
 reads as a valid config with different settings: that is a hand edit, which ``--export`` honours (the
@@ -29,7 +29,7 @@ from headgen.errors import HeadgenError
 from headgen.rundir import RunDir
 
 MUTATIONS = 200
-TARGETS = ["config.yaml", "state.json"] + [
+TARGETS = ["config.yaml", "state.json", "summary.json"] + [
     f"stages/{stage}/{name}"
     for stage in ("fit", "polish")
     for name in ("result.safetensors", "result.json", "last.ckpt")
