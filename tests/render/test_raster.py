@@ -21,7 +21,9 @@ def reference_raster(pos: np.ndarray, tri: np.ndarray, height: int, width: int):
     """Brute force: every pixel against every triangle (float64), nearest z/w wins.
 
     Returns triangle ids (-1 empty), perspective-correct (u, v), z/w and an 'ambiguous' mask for
-    pixels within 1e-4 of a triangle edge (in barycentric units) or of a depth tie.
+    pixels within 1e-4 of a triangle edge (in barycentric units) or of a depth tie. A triangle with a
+    corner behind the camera (w <= 0) is clipped to -w <= z <= w: the pixel's ray, solved for in
+    homogeneous coordinates, must meet it in front of the camera (w > 0) with z/w in [-1, 1].
     """
     tid = -np.ones((height, width), dtype=np.int64)
     bary = np.zeros((height, width, 2))
@@ -34,6 +36,17 @@ def reference_raster(pos: np.ndarray, tri: np.ndarray, height: int, width: int):
             for t, (i0, i1, i2) in enumerate(tri):
                 p = pos[[i0, i1, i2]]
                 if (p[:, 3] <= 0).any():
+                    # b @ [hx, hy, w] = (px, py, 1): the ray's point (w = 1 / sum(b)) in the plane.
+                    hom = np.stack([(p[:, 0] + p[:, 3]) * 0.5 * width, (p[:, 3] - p[:, 1]) * 0.5 * height, p[:, 3]], 1)
+                    b = np.linalg.solve(hom.T, np.array([px, py, 1.0]))
+                    if b.sum() <= 0:
+                        continue  # the ray meets the triangle's plane behind the camera
+                    persp = b / b.sum()
+                    z = float(persp @ p[:, 2] / (persp @ p[:, 3]))
+                    if abs(persp.min()) < 1e-4 or abs(abs(z) - 1) < 1e-4:
+                        ambiguous[r, c] = True
+                    if persp.min() >= 0 and -1 <= z <= 1:
+                        hits.append((z, t, persp))
                     continue
                 sx = (p[:, 0] / p[:, 3] + 1) * 0.5 * width
                 sy = (1 - p[:, 1] / p[:, 3]) * 0.5 * height
@@ -66,7 +79,7 @@ def random_scene(seed: int, n_tri: int = 14):
     g = np.random.default_rng(seed)
     ndc = np.concatenate([g.uniform(-1.3, 1.3, (n_tri * 3, 2)), g.uniform(-1.1, 1.1, (n_tri * 3, 1))], 1)
     w = g.uniform(0.4, 2.5, (n_tri * 3, 1))
-    w[g.integers(0, n_tri * 3, 2)] *= -1  # a few vertices behind the camera: their triangles are culled
+    w[g.integers(0, n_tri * 3, 2)] *= -1  # a few vertices behind the camera: their triangles are clipped
     pos = np.concatenate([ndc * np.abs(w), w], 1)
     tri = np.arange(n_tri * 3).reshape(n_tri, 3)
     # A few triangles share vertices with their neighbours (shared edges, like a real mesh).
@@ -134,13 +147,25 @@ def test_depth_test_clipping_and_culling() -> None:
     ids = rast[0, ..., 3].long() - 1
     assert (ids[16, 16] >= 2) and (ids[5, 16] in (0, 1))
     assert torch.allclose(rast[0, 16, 16, 2], torch.tensor(-0.2, dtype=torch.float64))
-    # Beyond the far plane (z/w > 1): nothing; a vertex behind the camera (w < 0): culled.
+    # Beyond the far plane (z/w > 1): nothing.
     beyond = square(-0.5, 0.5, -0.5, 0.5) + torch.tensor([0, 0, 1.5, 0], dtype=torch.float64)
     assert BE.rasterize(beyond, QUAD, (16, 16))[0][..., 3].sum() == 0
+    # A vertex behind the camera (w < 0): the triangle is clipped, not culled. With z = 0 the near
+    # plane z = -w is w = 0, so the part in front is unbounded: from the diagonal (0, 2), the
+    # projections of the edges towards vertex 1 run down along x = -0.5 and right along y = 0.5.
     behind = square(-0.5, 0.5, -0.5, 0.5)
     behind[1, 3] = -1.0  # vertex 1 is used by the first triangle only
     ids = BE.rasterize(behind, QUAD, (16, 16))[0][0, ..., 3]
-    assert set(ids.unique().tolist()) == {0.0, 2.0}
+    centres = (torch.arange(16, dtype=torch.float64) + 0.5) / 8 - 1
+    x, y = centres.expand(16, 16), -centres[:, None].expand(16, 16)  # NDC; row 0 at the top
+    inside = (x > -0.5) & (y < 0.5)
+    expected = torch.where(inside & (y < x), 1.0, torch.where(inside & (y > x), 2.0, 0.0)).to(ids.dtype)
+    on_diagonal = x == y
+    assert torch.equal(ids[~on_diagonal], expected[~on_diagonal]) and (expected == 1).sum() > 60
+    assert set(ids[on_diagonal & inside].tolist()) <= {1.0, 2.0}
+    # Every vertex behind the camera: nothing.
+    all_behind = square(-0.5, 0.5, -0.5, 0.5) * torch.tensor([1, 1, 1, -1], dtype=torch.float64)
+    assert BE.rasterize(all_behind, QUAD, (16, 16))[0][..., 3].sum() == 0
 
 
 def test_batch_and_chunking_match_single_renders() -> None:
@@ -268,3 +293,134 @@ def test_get_backend_choices() -> None:
     msg = str(err.value)
     assert "not installed" in msg and "pip install git+https://github.com/NVlabs/nvdiffrast" in msg
     assert "backend: torch" in msg
+
+
+# ---------------------------------------------------------------- triangles through the camera plane
+def look_at_mvp(eye: np.ndarray, forward: np.ndarray, fovy_deg: float, aspect: float, near: float, far: float):
+    """OpenGL-style projection @ view (camera looks down -z, y up), float64."""
+    f = forward / np.linalg.norm(forward)
+    r = np.cross(f, [0.0, 1.0, 0.0])
+    r /= np.linalg.norm(r)
+    view = np.eye(4)
+    view[0, :3], view[1, :3], view[2, :3] = r, np.cross(r, f), -f
+    view[:3, 3] = -view[:3, :3] @ eye
+    t = math.tan(math.radians(fovy_deg) / 2)
+    proj = np.zeros((4, 4))
+    proj[0, 0], proj[1, 1] = 1 / (t * aspect), 1 / t
+    proj[2, 2], proj[2, 3], proj[3, 2] = -(far + near) / (far - near), -2 * far * near / (far - near), -1.0
+    return proj @ view
+
+
+def floor_scene(height: int = 48, width: int = 64):
+    """A floor of 8 x 8 quads (128 triangles, 1 wide and 4 long) passing under and behind a camera
+    0.4 above it that looks 50 degrees down: two rows of quads reach behind the camera plane."""
+    g = np.linspace(-0.5, 0.5, 9)
+    xx, zz = np.meshgrid(g, g * 4)
+    verts = np.stack([xx.ravel(), np.zeros(xx.size), zz.ravel()], 1)
+    i = (np.arange(8)[:, None] * 9 + np.arange(8)[None]).ravel()
+    tri = np.concatenate([np.stack([i, i + 1, i + 10], 1), np.stack([i, i + 10, i + 9], 1)])
+    pitch = math.radians(50)
+    eye = np.array([0.02, 0.4, 1.0])
+    mvp = look_at_mvp(eye, np.array([0.0, -math.sin(pitch), -math.cos(pitch)]), 110, width / height, 0.05, 50)
+    return verts, tri, mvp
+
+
+def ray_reference(verts: np.ndarray, tri: np.ndarray, mvp: np.ndarray, height: int, width: int):
+    """Per pixel centre, the ray from the near plane to the far plane intersected with every triangle
+    in world space (Moller-Trumbore, float64). Returns the hit triangle (-1 none), its barycentrics,
+    the world hit point, z/w and a mask of pixels within 1e-9 of an edge or of the near/far plane.
+    Only meaningful for a scene where no two triangles overlap on screen (a floor)."""
+    inv = np.linalg.inv(mvp)
+    xs = (np.arange(width) + 0.5) / width * 2 - 1
+    ys = 1 - (np.arange(height) + 0.5) / height * 2
+    x, y = np.meshgrid(xs, ys)
+    ends = [np.stack([x, y, np.full_like(x, z), np.ones_like(x)], -1) @ inv.T for z in (-1.0, 1.0)]
+    o, e = (p[..., :3] / p[..., 3:] for p in ends)
+    d = (e - o).reshape(-1, 1, 3)
+    o = o.reshape(-1, 1, 3)
+    p0, p1, p2 = (verts[tri[:, k]] for k in range(3))
+    e1, e2 = p1 - p0, p2 - p0
+    pv = np.cross(d, e2)
+    det = (e1 * pv).sum(-1)
+    tv = o - p0
+    b1 = (tv * pv).sum(-1) / det
+    qv = np.cross(tv, e1)
+    b2 = (d * qv).sum(-1) / det
+    t = (e2 * qv).sum(-1) / det
+    bary = np.stack([1 - b1 - b2, b1, b2], -1)
+    lo = np.minimum(bary.min(-1), np.minimum(t, 1 - t))  # t in [0, 1]: between the near and far planes
+    ambiguous = (np.abs(lo) < 1e-9).any(1).reshape(height, width)
+    hit = lo >= 0
+    tid = np.where(hit.any(1), hit.argmax(1), -1)
+    rows = np.arange(tid.size)
+    point = (o[:, 0] + t[rows, tid, None] * d[:, 0]).reshape(height, width, 3)
+    clip = np.concatenate([point, np.ones((height, width, 1))], -1) @ mvp.T
+    return (tid.reshape(height, width), bary[rows, tid].reshape(height, width, 3), point,
+            clip[..., 2] / clip[..., 3], ambiguous)
+
+
+def test_floor_through_camera_plane_is_clipped_like_nvdiffrast() -> None:
+    height, width = 48, 64
+    verts, tri, mvp = floor_scene(height, width)
+    pos = np.concatenate([verts, np.ones((len(verts), 1))], 1) @ mvp.T
+    behind = pos[tri][..., 3] <= 0
+    assert behind.any(-1).sum() == 32 and behind.all(-1).sum() == 16  # 16 partly, 16 wholly behind
+    ref_tid, ref_bary, ref_point, ref_z, ambiguous = ray_reference(verts, tri, mvp, height, width)
+    rast, _ = BE.rasterize(torch.tensor(pos), torch.tensor(tri), (height, width))
+    got = rast[0, ..., 3].long().numpy() - 1
+    # Every triangle with a part in front of the near plane and inside the view is drawn: 92 here,
+    # the 16 partly behind the camera included (the culling rasterizer drew 76).
+    drawn, expected = set(np.unique(got[got >= 0]).tolist()), set(np.unique(ref_tid[ref_tid >= 0]).tolist())
+    assert drawn == expected and len(drawn) == 92
+    assert set(np.nonzero(behind.any(-1) & ~behind.all(-1))[0].tolist()) <= drawn
+    assert not ((got != ref_tid) & ~ambiguous).any() and ambiguous.mean() < 0.05
+
+    # Pixels of clipped triangles: (u, v), z/w and interpolated attributes of the original triangle.
+    clipped = np.isin(got, np.nonzero(behind.any(-1))[0]) & (got == ref_tid)
+    assert clipped.sum() > 300
+    np.testing.assert_allclose(rast[0, ..., :2].numpy()[clipped], ref_bary[..., :2][clipped], atol=1e-9)
+    np.testing.assert_allclose(rast[0, ..., 2].numpy()[clipped], ref_z[clipped], atol=1e-9)
+    world = BE.interpolate(torch.tensor(verts), rast, torch.tensor(tri))[0].numpy()
+    np.testing.assert_allclose(world[clipped], ref_point[clipped], atol=1e-9)
+    # float32 agrees (pixels on the same triangle).
+    r32, _ = BE.rasterize(torch.tensor(pos, dtype=torch.float32), torch.tensor(tri), (height, width))
+    same = clipped & (r32[0, ..., 3].long().numpy() - 1 == got)
+    assert same.sum() > 0.99 * clipped.sum()
+    np.testing.assert_allclose(r32[0, ..., :3].double().numpy()[same], rast[0, ..., :3].numpy()[same], atol=1e-4)
+
+
+def test_clipped_triangles_have_finite_gradients_and_antialias() -> None:
+    height, width = 48, 64
+    verts, tri, mvp = floor_scene(height, width)
+    tri_t = torch.tensor(tri)
+    world = torch.tensor(verts, requires_grad=True)
+    colour = torch.rand(len(verts), 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    pos = torch.cat([world, torch.ones(len(verts), 1, dtype=torch.float64)], 1) @ torch.tensor(mvp).T
+    rast, _ = BE.rasterize(pos, tri_t, (height, width))
+    img = BE.interpolate(colour, rast, tri_t)
+    out = BE.antialias(img, rast, pos, tri_t)
+    assert torch.isfinite(out).all() and ((out - img).abs().amax() <= 1.0)
+    # Where nothing but clipped triangles meet, antialias leaves the image alone.
+    clipped_tri = (pos.detach()[tri_t][..., 3] <= 0).any(-1)
+    ids = rast[0, ..., 3].long() - 1
+    on_clipped = (ids >= 0) & clipped_tri[ids.clamp(min=0)]
+    pad = F.pad(on_clipped[None, None].float(), (1, 1, 1, 1))
+    interior = F.max_pool2d(1 - pad, 3, stride=1)[0, 0] == 0
+    assert interior.sum() > 100 and torch.equal(out[0][interior], img[0][interior])
+    (out.square().sum() + rast[..., 2].sum()).backward()
+    assert torch.isfinite(world.grad).all()
+    drawn_clipped = torch.zeros(len(tri), dtype=torch.bool)
+    drawn_clipped[ids[on_clipped].unique()] = True
+    assert world.grad[tri_t[drawn_clipped].unique()].abs().sum() > 0
+
+    # Gradients of clipped triangles' (u, v, z/w) match finite differences.
+    used, tri_c = torch.unique(tri_t[clipped_tri & drawn_clipped], return_inverse=True)
+    pos_c, colour_c = pos.detach()[used], colour[used]
+
+    def f(p: torch.Tensor) -> torch.Tensor:
+        r, _ = BE.rasterize(p, tri_c, (12, 16))
+        return torch.cat([BE.interpolate(colour_c, r, tri_c), r[..., 2:3]], -1)
+
+    assert (BE.rasterize(pos_c, tri_c, (12, 16))[0][..., 3] > 0).sum() > 30
+    assert torch.autograd.gradcheck(f, (pos_c.clone().requires_grad_(),), atol=1e-6)

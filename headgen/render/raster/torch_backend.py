@@ -12,6 +12,14 @@ How it works
 * **Barycentrics, with autograd.** For the visible pixels only, the perspective-correct
   barycentrics and ``z/w`` are recomputed from ``pos_clip``, so gradients reach vertex positions
   through ``u``, ``v`` and ``z/w``.
+* **Triangles through the camera plane** (a corner at ``w <= 1e-8``) are clipped to the near and
+  far planes (``-w <= z <= w``), as nvdiffrast clips them, without building sub-triangles: a pixel
+  is covered where its ray meets the triangle in front of the camera with ``z/w`` in ``[-1, 1]``,
+  decided by 2D homogeneous edge functions (Olano & Greer 1997), which need no division by ``w``.
+  Candidate pixels come from the screen box of the clipped polygon. ``(u, v)`` and ``z/w`` are
+  those of the original triangle at the ray's hit point (what nvdiffrast reports for a clipped
+  triangle), recomputed differentiably from ``pos_clip`` in the same way. Triangles entirely in
+  front of the camera plane take the screen-space path above, unchanged.
 * **Antialiasing** follows nvdiffrast's analytic method: for each pair of horizontally or
   vertically adjacent pixels that show different triangles (or a triangle and the background),
   the segment between the two pixel centres is followed from the nearer pixel's triangle across
@@ -24,13 +32,22 @@ How it works
   function of the edge's two clip-space vertices, which is what gives silhouettes gradients; the
   summed coverage then moves with the true swept area.
 
-Limitations (documented, not hidden): triangles with any vertex at ``w <= 1e-8`` (at or behind the
-camera plane) are culled instead of clipped; pixels whose ``z/w`` falls outside ``[-1, 1]`` are
-discarded, which is exact near/far clipping for the remaining triangles. ``rast_db`` is not
-computed (returned as None), and textures are sampled without mipmaps.
+Limitations (documented, not hidden): clipping is against the near and far planes only (nvdiffrast
+also clips x and y against its guard band, which changes no pixel); pixels whose ``z/w`` falls
+outside ``[-1, 1]`` are discarded, which is exact near/far clipping for every triangle. A polygon
+of a clipped triangle that reaches ``w = 0`` (only with a degenerate projection whose near plane is
+``w = 0``) is unbounded on screen; its candidate box is then the whole image. ``antialias`` does
+not follow edges of triangles with a corner at ``w <= 1e-8``: a pixel pair whose nearer triangle is
+such a triangle, or whose walk reaches one through a non-silhouette edge, is not blended (those
+triangles still count as surface, with their facing, when deciding whether a neighbour's edge is a
+silhouette). nvdiffrast's antialias projects every corner by ``1/w`` and so is only meaningful for
+edges in front of the camera too. ``rast_db`` is not computed (returned as None), and textures are
+sampled without mipmaps.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -76,6 +93,83 @@ def _area2(x: Tensor, y: Tensor) -> Tensor:
     return (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (y[..., 1] - y[..., 0])
 
 
+def homogeneous_corners(corners: Tensor, height: int, width: int) -> Tensor:
+    """Clip-space corners [...,4] as pixel-scaled homogeneous coordinates (hx, hy, z, w).
+
+    ``hx / w`` and ``hy / w`` are the pixel coordinates of :func:`screen_triangles`, but no division
+    by ``w`` takes place, so corners at or behind the camera plane stay finite.
+    """
+    cx, cy, cz, cw = corners.unbind(-1)
+    return torch.stack([(cx + cw) * (0.5 * width), (cw - cy) * (0.5 * height), cz, cw], dim=-1)
+
+
+def _homogeneous_edge_functions(h: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """2D homogeneous edge functions (Olano & Greer) of triangles ``h`` [N,3,4] at pixels (px, py).
+
+    ``E_i = det[p; V_j; V_k]`` with ``p = (px, py, 1)`` and ``V = (hx, hy, w)``, evaluated relative to
+    the pixel (``V - w p`` has a zero third component) to avoid cancellation. Where every corner has
+    ``w > 0``, ``E_i = w_j w_k e_i`` with ``e_i`` from :func:`_edge_functions`. The perspective-correct
+    barycentrics of the pixel's ray are ``E / sum(E)``; the ray meets the triangle in front of the
+    camera iff every ``E_i`` has the sign of ``sum_i E_i w_i`` (the determinant of the corners).
+    """
+    hx, hy, w = h[..., 0], h[..., 1], h[..., 3]
+    ax = hx - w * px.unsqueeze(-1)
+    ay = hy - w * py.unsqueeze(-1)
+    ax0, ax1, ax2 = ax.unbind(-1)
+    ay0, ay1, ay2 = ay.unbind(-1)
+    return ax1 * ay2 - ay1 * ax2, ax2 * ay0 - ay2 * ax0, ax0 * ay1 - ay0 * ax1
+
+
+def _homogeneous_det(h: Tensor) -> Tensor:
+    """det of the rows (hx, hy, w) of each triangle: ``w0 w1 w2`` times the doubled screen area."""
+    zero = h.new_zeros(h.shape[:-2])
+    e0, e1, e2 = _homogeneous_edge_functions(h, zero, zero)
+    return e0 * h[..., 0, 3] + e1 * h[..., 1, 3] + e2 * h[..., 2, 3]
+
+
+def _clipped_extent(h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Screen extent of the part of triangles ``h`` [N,3,4] inside ``-w <= z <= w``.
+
+    Returns ``(xmin, xmax, ymin, ymax, any_part, unbounded)``. The vertices of the clipped polygon
+    are the corners inside both planes, the crossings of the edges with either plane that lie inside
+    the other, and the point ``z = w = 0`` of the triangle's plane if it lies in the triangle. A
+    polygon vertex at ``w <= 1e-8`` projects to infinity (degenerate projections whose near plane is
+    ``w = 0``): ``unbounded`` then asks for the whole image as the bounding box.
+    """
+    z, w = h[..., 2], h[..., 3]
+    dn, df = z + w, w - z  # distances to the near (z >= -w) and far (z <= w) planes
+    nxt = [1, 2, 0]
+    pts = [h]
+    oks = [(dn >= 0) & (df >= 0)]
+    for d, sign in ((dn, 1.0), (df, -1.0)):
+        dj = d[:, nxt]
+        cross = ((d > 0) & (dj < 0)) | ((d < 0) & (dj > 0))
+        t = d / torch.where(cross, d - dj, torch.ones_like(d))
+        p = h + t.unsqueeze(-1) * (h[:, nxt] - h)
+        other = p[..., 3] - sign * p[..., 2]  # distance to the other plane
+        tol = 1e-6 * (p[..., 2].abs() + p[..., 3].abs())
+        pts.append(p)
+        oks.append(cross & (other >= -tol))
+    pts_all = torch.cat(pts, dim=1)
+    ok = torch.cat(oks, dim=1)
+    pw = pts_all[..., 3]
+    unbounded = (ok & (pw <= _W_EPS)).any(-1)
+    # The point z = w = 0 of the triangle's plane has barycentrics proportional to dn x df.
+    c = torch.linalg.cross(dn, df, dim=-1)
+    unbounded |= (((c >= 0).all(-1) | (c <= 0).all(-1)) & (c != 0).any(-1))
+    safe_w = torch.where(ok & (pw > _W_EPS), pw, torch.ones_like(pw))
+    sx, sy = pts_all[..., 0] / safe_w, pts_all[..., 1] / safe_w
+    use = ok & (pw > _W_EPS)
+    inf = torch.full_like(sx, torch.inf)
+    xmin = torch.where(use, sx, inf).amin(-1)
+    xmax = torch.where(use, sx, -inf).amax(-1)
+    ymin = torch.where(use, sy, inf).amin(-1)
+    ymax = torch.where(use, sy, -inf).amax(-1)
+    finite = torch.isfinite(sx) & torch.isfinite(sy)
+    unbounded |= (use & ~finite).any(-1)
+    return xmin, xmax, ymin, ymax, ok.any(-1) | unbounded, unbounded
+
+
 def edge_neighbors(tri: Tensor, num_vertices: int | None = None) -> Tensor:
     """[F,3] the face across the edge opposite each corner (-1 on a boundary edge).
 
@@ -119,12 +213,17 @@ class TorchRasterBackend(RasterBackend):
         height, width = int(resolution[0]), int(resolution[1])
         tri_l = tri.long().to(pos.device)
         bsz, nf = pos.shape[0], tri_l.shape[0]
+        nv = pos.shape[1]
         npix = height * width
         data, valid = screen_triangles(pos, tri_l, height, width)
+        valid = valid.reshape(-1)
 
         zbuf = torch.full((bsz * npix,), _EMPTY, dtype=torch.int64, device=pos.device)
         if nf > 0:
-            self._zbuffer(data.detach().reshape(bsz * nf, 3, 4), valid.reshape(-1), nf, height, width, zbuf)
+            self._zbuffer(data.detach().reshape(bsz * nf, 3, 4), valid, nf, height, width, zbuf)
+            clipped = (~valid).nonzero().squeeze(1)
+            if clipped.numel() > 0:
+                self._zbuffer_clipped(pos.detach(), tri_l, clipped, nf, height, width, zbuf)
 
         hit = (zbuf != _EMPTY).nonzero().squeeze(1)
         tid_bits = max(1, nf.bit_length())
@@ -133,6 +232,18 @@ class TorchRasterBackend(RasterBackend):
         rem = hit - b * npix
         py = torch.div(rem, width, rounding_mode="floor")
         px = rem - py * width
+
+        # Pixels of triangles with a corner at or behind the camera plane (drawn clipped).
+        on_clipped = None
+        if hit.numel() > 0 and not bool(valid.all()):
+            on_clipped = ~valid[b * nf + tid]
+            if not bool(on_clipped.any()):
+                on_clipped = None
+        if on_clipped is not None:
+            clp = on_clipped.nonzero().squeeze(1)
+            reg = (~on_clipped).nonzero().squeeze(1)
+            hit_c, tid_c, b_c, px_c, py_c = hit[clp], tid[clp], b[clp], px[clp], py[clp]
+            hit, tid, b, px, py = hit[reg], tid[reg], b[reg], px[reg], py[reg]
 
         # Differentiable recomputation for the visible pixels only.
         d = take(data.reshape(bsz * nf, 3, 4), b * nf + tid)
@@ -143,12 +254,23 @@ class TorchRasterBackend(RasterBackend):
         bary = persp / persp.sum(-1, keepdim=True)
         zw = (lam * zn).sum(-1)
         vals = torch.stack([bary[:, 0], bary[:, 1], zw, (tid + 1).to(bary.dtype)], dim=-1)
+        if on_clipped is not None:
+            # Homogeneous rasterization: barycentrics of the original triangle along the pixel's ray.
+            corners = tri_l[tid_c] + (b_c * nv).unsqueeze(1)
+            h = homogeneous_corners(take(pos.reshape(bsz * nv, 4), corners), height, width)
+            ec = torch.stack(
+                _homogeneous_edge_functions(h, px_c.to(h.dtype) + 0.5, py_c.to(h.dtype) + 0.5), dim=-1
+            )
+            bary_c = ec / ec.sum(-1, keepdim=True)
+            zw_c = (ec * h[..., 2]).sum(-1) / (ec * h[..., 3]).sum(-1)
+            vals_c = torch.stack([bary_c[:, 0], bary_c[:, 1], zw_c, (tid_c + 1).to(bary_c.dtype)], dim=-1)
+            vals = torch.cat([vals, vals_c])
+            hit = torch.cat([hit, hit_c])
         rast = pos.new_zeros(bsz * npix, 4).index_put((hit,), vals)
         return rast.view(bsz, height, width, 4), None
 
     def _zbuffer(self, data: Tensor, valid: Tensor, nf: int, height: int, width: int, zbuf: Tensor) -> None:
         """Fill ``zbuf`` [B*H*W] with the smallest (depth, triangle) key per pixel."""
-        dev = data.device
         x, y, zn = data[..., 0], data[..., 1], data[..., 3]
         area = _area2(x, y)
         # Pixel centres inside [min, max] of the projected corners.
@@ -168,11 +290,87 @@ class TorchRasterBackend(RasterBackend):
         inst = ok.nonzero().squeeze(1)
         if inst.numel() == 0:
             return
-        x0 = fx0[inst].long()
-        y0 = fy0[inst].long()
-        nx = fx1[inst].long() - x0 + 1
-        ny = fy1[inst].long() - y0 + 1
-        inst, x0, y0, nx, ny = self._split_large(inst, x0, y0, nx, ny)
+        corner = torch.stack([x, y, zn], dim=-1)  # [BF,3,3]
+
+        def depth(row: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
+            c = corner[row]
+            cx, cy, cz = c[..., 0], c[..., 1], c[..., 2]
+            e0, e1, e2 = _edge_functions(cx, cy, px.to(cx.dtype) + 0.5, py.to(cx.dtype) + 0.5)
+            a = area[row]
+            s = torch.sign(a)
+            z = (e0 * cz[:, 0] + e1 * cz[:, 1] + e2 * cz[:, 2]) / a
+            inside = (e0 * s >= 0) & (e1 * s >= 0) & (e2 * s >= 0) & (z >= -1) & (z <= 1)
+            return inside, z
+
+        self._scan(inst, inst, fx0[inst].long(), fy0[inst].long(), fx1[inst].long(), fy1[inst].long(), depth,
+                   nf, height, width, zbuf)
+
+    def _zbuffer_clipped(
+        self, pos: Tensor, tri: Tensor, inst: Tensor, nf: int, height: int, width: int, zbuf: Tensor
+    ) -> None:
+        """Add the triangles ``inst`` (indices into B*F) that have a corner at ``w <= 1e-8``.
+
+        They are clipped to ``-w <= z <= w``: a pixel is covered where its ray meets the triangle in
+        front of the camera (homogeneous edge functions) with ``z/w`` in ``[-1, 1]``; the box of
+        candidate pixels is the screen extent of the clipped polygon.
+        """
+        nv = pos.shape[1]
+        bt = torch.div(inst, nf, rounding_mode="floor")
+        corners = tri[inst - bt * nf] + (bt * nv).unsqueeze(1)
+        h = homogeneous_corners(pos.reshape(-1, 4)[corners], height, width)  # [N,3,4]
+        det = _homogeneous_det(h)
+        xmin, xmax, ymin, ymax, any_part, unbounded = _clipped_extent(h)
+        full_x, full_y = torch.zeros_like(xmin), torch.zeros_like(ymin)
+        fx0 = torch.where(unbounded, full_x, torch.ceil(xmin.clamp(-1.0, width + 1.0) - 0.5).clamp(min=0))
+        fx1 = torch.where(unbounded, full_x + (width - 1), torch.floor(xmax.clamp(-1.0, width + 1.0) - 0.5))
+        fy0 = torch.where(unbounded, full_y, torch.ceil(ymin.clamp(-1.0, height + 1.0) - 0.5).clamp(min=0))
+        fy1 = torch.where(unbounded, full_y + (height - 1), torch.floor(ymax.clamp(-1.0, height + 1.0) - 0.5))
+        fx1, fy1 = fx1.clamp(max=width - 1), fy1.clamp(max=height - 1)
+        ok = any_part & (det != 0) & torch.isfinite(det) & (fx1 >= fx0) & (fy1 >= fy0)
+        rows = ok.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return
+        sgn = torch.sign(det)
+
+        def depth(row: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
+            hr = h[row]
+            e0, e1, e2 = _homogeneous_edge_functions(hr, px.to(hr.dtype) + 0.5, py.to(hr.dtype) + 0.5)
+            s = sgn[row]
+            num = e0 * hr[:, 0, 2] + e1 * hr[:, 1, 2] + e2 * hr[:, 2, 2]
+            den = e0 * hr[:, 0, 3] + e1 * hr[:, 1, 3] + e2 * hr[:, 2, 3]
+            inside = (e0 * s >= 0) & (e1 * s >= 0) & (e2 * s >= 0) & (den * s > 0)
+            z = num / torch.where(inside, den, torch.ones_like(den))
+            inside = inside & (z >= -1) & (z <= 1)
+            return inside, z
+
+        self._scan(inst[rows], rows, fx0[rows].long(), fy0[rows].long(), fx1[rows].long(), fy1[rows].long(),
+                   depth, nf, height, width, zbuf)
+
+    def _scan(
+        self,
+        inst: Tensor,
+        row: Tensor,
+        x0: Tensor,
+        y0: Tensor,
+        x1: Tensor,
+        y1: Tensor,
+        depth: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]],
+        nf: int,
+        height: int,
+        width: int,
+        zbuf: Tensor,
+    ) -> None:
+        """Test the pixels of each box [x0, x1] x [y0, y1] (inclusive) and z-buffer the covered ones.
+
+        ``inst`` indexes B*F (batch element and triangle id of the key), ``row`` is what ``depth``
+        receives per candidate pixel with its column and row; ``depth`` returns (covered, z/w).
+        """
+        dev = zbuf.device
+        nx = x1 - x0 + 1
+        ny = y1 - y0 + 1
+        order = torch.arange(inst.numel(), device=dev)
+        order, x0, y0, nx, ny = self._split_large(order, x0, y0, nx, ny)
+        inst, row = inst[order], row[order]
         counts = nx * ny
 
         tid_bits = max(1, nf.bit_length())
@@ -180,7 +378,6 @@ class TorchRasterBackend(RasterBackend):
         starts = torch.cumsum(counts, 0) - counts
         chunk_of = torch.div(starts, self.max_candidates, rounding_mode="floor")
         sizes = torch.unique_consecutive(chunk_of, return_counts=True)[1].tolist()
-        corner = torch.stack([x, y, zn], dim=-1)  # [BF,3,3]
         lo = 0
         for size in sizes:
             hi = lo + size
@@ -188,17 +385,11 @@ class TorchRasterBackend(RasterBackend):
             item = torch.repeat_interleave(torch.arange(hi - lo, device=dev), cnt)
             offs = torch.arange(item.numel(), device=dev) - (torch.cumsum(cnt, 0) - cnt)[item]
             nxi = nx[lo:hi][item]
-            row = torch.div(offs, nxi, rounding_mode="floor")
-            px = x0[lo:hi][item] + (offs - row * nxi)
-            py = y0[lo:hi][item] + row
+            rr = torch.div(offs, nxi, rounding_mode="floor")
+            px = x0[lo:hi][item] + (offs - rr * nxi)
+            py = y0[lo:hi][item] + rr
             ins = inst[lo:hi][item]
-            c = corner[ins]
-            cx, cy, cz = c[..., 0], c[..., 1], c[..., 2]
-            e0, e1, e2 = _edge_functions(cx, cy, px.to(cx.dtype) + 0.5, py.to(cx.dtype) + 0.5)
-            a = area[ins]
-            s = torch.sign(a)
-            z = (e0 * cz[:, 0] + e1 * cz[:, 1] + e2 * cz[:, 2]) / a
-            inside = (e0 * s >= 0) & (e1 * s >= 0) & (e2 * s >= 0) & (z >= -1) & (z <= 1)
+            inside, z = depth(row[lo:hi][item], px, py)
             zq = ((z.double().clamp(-1, 1) + 1.0) * (0.5 * zscale)).long()
             bt = torch.div(ins, nf, rounding_mode="floor")
             key = torch.where(inside, (zq << tid_bits) | (ins - bt * nf), _EMPTY)
@@ -380,7 +571,21 @@ class TorchRasterBackend(RasterBackend):
             data = data.reshape(bpos * nf, 3, 4)
             area = _area2(data[..., 0], data[..., 1])  # [Bp*F]
             facing = torch.sign(area)
-            valid = valid.reshape(-1) & (area != 0)
+            regular = valid.reshape(-1)
+            valid = regular & (area != 0)
+            clipped = None
+            if not bool(regular.all()):
+                # Triangles with a corner at w <= 1e-8 are drawn clipped: they are surface (not
+                # boundary) for their neighbours, facing by the sign of their homogeneous
+                # determinant (the orientation of their part in front of the camera). Their own
+                # edges are not followed: pairs that start on or walk into one are left alone.
+                clipped = ~regular
+                ci = clipped.nonzero().squeeze(1)
+                bt = torch.div(ci, nf, rounding_mode="floor")
+                corners = tri_l[ci - bt * nf] + (bt * nv).unsqueeze(1)
+                det = _homogeneous_det(homogeneous_corners(pos.detach().reshape(-1, 4)[corners], height, width))
+                facing = facing.index_put((ci,), torch.sign(det))
+                valid = valid.index_put((ci,), (det != 0) & torch.isfinite(det))
             nbr_all = self._neighbors(tri_l, nv)
             xf, yf = centre(f, data.dtype)
             xo, yo = centre(o, data.dtype)
@@ -393,6 +598,8 @@ class TorchRasterBackend(RasterBackend):
             # owns the silhouette edge is often not the one covering the pixel centre.
             cur = tri_id.clone()
             active = torch.arange(f.numel(), device=f.device)
+            if clipped is not None:
+                active = active[~clipped[pb_idx * nf + tri_id]]
             for _ in range(self.aa_walk_steps):
                 inst = pb_idx[active] * nf + cur[active]
                 d = data[inst]
@@ -413,6 +620,8 @@ class TorchRasterBackend(RasterBackend):
                 found_edge[idx] = edge[hit]
                 found_sign[idx] = sg[hit, 0]
                 go = exits & ~sil
+                if clipped is not None:
+                    go = go & ~clipped[ninst]
                 active = active[go]
                 cur[active] = nbr[go]
                 if active.numel() == 0:
