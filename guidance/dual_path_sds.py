@@ -65,6 +65,14 @@ class DualPathSDSConfig(DistillConfig):
     def unused_models(self) -> set[str]:
         return set() if self.texture_path else {"texture_model"}
 
+    def without_model(self, field: str) -> str | None:
+        # DreamFace's texture LDM is not public: without it the stage still runs the generic path,
+        # which is the paper's "w/o texture" ablation (Sec. 7.3.3, Fig. 15), rather than nothing at all.
+        if field != "texture_model":
+            return None
+        self.texture_path = False
+        return 'texture path off: generic SDS only (the paper\'s "w/o texture" ablation, Sec. 7.3.3)'
+
 
 @register("guidance", "dual-path-sds")
 class DualPathSDSGuidance(DistillGuidance):

@@ -19,6 +19,7 @@ examples:
   python launch.py --export outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
   python launch.py --bench configs/bench/smoke.yaml [--launcher ray --workers 2]
   python launch.py --list
+  python launch.py --models [methods/dreamface.yaml]   (which weights are on disk, how to get the rest)
 """
 
 
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="RUN_DIR", help="re-run the export stage(s) of a finished run")
     p.add_argument("--list", action="store_true", help="list registered parts and recipes, then exit")
     p.add_argument("--describe", metavar="KIND/NAME", help="print the options of one part, e.g. guidance/sds")
+    p.add_argument("--models", nargs="?", const="", metavar="RECIPE",
+                   help="list the pretrained models of RECIPE (default: every recipe in methods/), whether they are "
+                        "on disk, their size and how to get them; key=value overrides apply (e.g. a local_dir)")
     p.add_argument(
         "--plugin", action="append", default=[], metavar="MODULE", help="import a plugin module (repeatable)"
     )
@@ -85,6 +89,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.describe:
         print(describe_text(args.describe))
+        return 0
+    if args.models is not None:
+        from headgen.models.inventory import models_text
+
+        recipe, overrides = args.models, list(args.overrides)
+        if "=" in recipe and not Path(recipe).exists():  # `--models key=value`: an override, not a recipe
+            recipe, overrides = "", [recipe, *overrides]
+        print(models_text(recipe or None, overrides))
         return 0
     modes = [m for m in ("config", "resume", "export", "bench") if getattr(args, m)]
     if len(modes) != 1:

@@ -18,7 +18,7 @@ from headgen.config.resume import apply_resume_overrides
 from headgen.config.typed import to_plain
 from headgen.context import RunContext
 from headgen.errors import HeadgenError, ResumeError
-from headgen.prior import choose_prior
+from headgen.prior import choose_prior, switch_off_missing
 from headgen.rundir import RunDir, new_run_id
 from headgen.stages.results import has_result, load_result
 
@@ -77,12 +77,17 @@ def start_run(
     cfg, plain = load_recipe(recipe, overrides)
     device = resolve_device(cfg.device)
     run_dir = RunDir.create(cfg.output_dir, cfg.name, cfg.prompt or cfg.name)
+    log(f"headgen {__version__}: {cfg.name} on {device}, seed {cfg.seed}; run directory {run_dir.root}")
+    # Parts that need a missing optional model are switched off before config.yaml is written, so
+    # the file says what ran and --resume/--export rebuild the same parts.
+    cfg, switched = switch_off_missing(cfg, log)
+    if switched:
+        plain = to_plain(cfg)
     run_dir.write_config(plain)
     state = _new_state(cfg)
     run_dir.write_state(state)
     ctx = RunContext(cfg, plain, run_dir, device, verbose=verbose, run_id=state["run_id"])
-    log(f"headgen {__version__}: {cfg.name} on {device}, seed {cfg.seed}; run directory {run_dir.root}")
-    ctx.chosen_prior = choose_prior(cfg, log)
+    ctx.chosen_prior = choose_prior(cfg, log, {"switched_off": switched})
     with run_dir.lock("config"):
         _execute(ctx, state, log=log)
     return run_dir.root
@@ -116,7 +121,7 @@ def resume_run(
             cfg, plain = _override(run_dir, state, plain, overrides, done, first if ckpt else None, log)
         ctx = RunContext(cfg, plain, run_dir, resolve_device(device or cfg.device), verbose=verbose,
                          run_id=state["run_id"])
-        ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary().get("prior"))
+        ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary())
         _load_latest_result(ctx, done)
         log(f"resuming {cfg.name} at stage '{first}'" + (f" from {ckpt.relative_to(run_dir.root)}" if ckpt else ""))
         _execute(ctx, state, log=log, resume={first: ckpt})
@@ -155,7 +160,7 @@ def export_run(path: str | Path, *, device: str | None = None, verbose: bool = F
         )
     ctx = RunContext(cfg, plain, run_dir, resolve_device(device or cfg.device), verbose=verbose, run_id=state["run_id"])
     ctx.assets.update(run_dir.read_summary().get("assets", {}))
-    ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary().get("prior"))
+    ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary())
     ctx.metrics.update(run_dir.read_summary().get("metrics", {}))
     _load_latest_result(ctx, before)
     for name in exports:
@@ -274,6 +279,8 @@ def _write_summary(ctx: RunContext, state: dict[str, Any]) -> None:
         "prompt": cfg.prompt,
         "seed": cfg.seed,
         "prior": ctx.prior.mode,
+        "models": dict(sorted(ctx.prior.models.items())),
+        "switched_off": dict(ctx.prior.switched_off),
         "device": str(ctx.device),
         "stages": stages,
         "total_seconds": round(sum(s["seconds"] for s in stages), 3),

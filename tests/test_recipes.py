@@ -42,3 +42,15 @@ def test_builtin_head_recipe_runs(tmp_path, capsys):
     mesh = trimesh.load(run / summary["assets"]["obj"], process=False)
     assert mesh.visual.uv is not None and len(mesh.faces) > 20_000
     assert summary["metrics"]["selected_beta_norm"] > 0
+
+
+def test_dreamface_guides_with_the_prompt_as_given():
+    """The paper describes no view phrase: every DreamFace guidance sees the prompt unchanged."""
+    from headgen.prior.prompts import view_texts
+
+    cfg = validate(compose(REPO / "methods/dreamface.yaml", []))
+    guided = {name: stage.config.guidance.config for name, stage in cfg.stages.items()
+              if getattr(stage.config, "guidance", None) is not None}
+    assert set(guided) == {"carve", "texture-latent", "texture-image"}
+    for name, guidance in guided.items():
+        assert view_texts(guidance.prompt, cfg.prompt, ["front", "side", "back"]) == [cfg.prompt] * 3, name

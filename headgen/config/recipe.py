@@ -27,6 +27,11 @@ class ModelSpec:
     """Hub revision (branch, tag or commit)."""
     kind: str = "diffusers"
     """Which library and class loads it (e.g. diffusers, controlnet, clip)."""
+    optional: bool = False
+    """The recipe can do without it: when it is not on disk, the parts that need it are switched off
+    (each part says how, e.g. DreamFace's texture path) instead of the run falling back to the demo prior."""
+    public: bool = True
+    """Its weights are published on the Hub (false: ``--models`` says to bring your own via local_dir)."""
 
 
 @dataclass

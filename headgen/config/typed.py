@@ -58,9 +58,14 @@ def model_ref(default: str, *, doc: str = "") -> Any:
 
 def model_refs(obj: Any, path: str = "") -> list[tuple[str, str]]:
     """Every (dotted path, model name) a parsed config refers to."""
-    out: list[tuple[str, str]] = []
+    return [(where, name) for where, _, _, name in model_fields(obj, path)]
+
+
+def model_fields(obj: Any, path: str = "") -> list[tuple[str, Any, str, str]]:
+    """Every (dotted path, owning config, field name, model name) a parsed config refers to."""
+    out: list[tuple[str, Any, str, str]] = []
     if isinstance(obj, Component):
-        return model_refs(obj.config, path)
+        return model_fields(obj.config, path)
     if is_dataclass(obj) and not isinstance(obj, type):
         # A config may switch a model off (e.g. ssd's use_controlnet: false): it then names the
         # fields it leaves unused, so `prior: auto` does not fall back to the demo prior over them.
@@ -72,15 +77,32 @@ def model_refs(obj: Any, path: str = "") -> list[tuple[str, str]]:
                 continue
             if f.metadata.get("model_ref"):
                 names = value if isinstance(value, (list, tuple)) else [value]
-                out += [(where, n) for n in names if n]
+                out += [(where, obj, f.name, n) for n in names if n]
             else:
-                out += model_refs(value, where)
+                out += model_fields(value, where)
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            out += model_refs(v, f"{path}.{k}" if path else str(k))
+            out += model_fields(v, f"{path}.{k}" if path else str(k))
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            out += model_refs(v, f"{path}[{i}]")
+            out += model_fields(v, f"{path}[{i}]")
+    return out
+
+
+def switch_off_model(obj: Any, model: str, path: str = "") -> list[tuple[str, str | None]]:
+    """Switch off, in place, every part of ``obj`` that needs ``model`` and can do without it.
+
+    A config says how through ``without_model(field) -> str | None``: it changes its own options
+    so that ``field`` is no longer used and returns what it switched off, or returns None (as does a
+    config without the method) when it cannot work without the model. Returns (dotted path of the
+    field, what was switched off or None) for every field naming ``model``.
+    """
+    out: list[tuple[str, str | None]] = []
+    for where, owner, name, ref in model_fields(obj, path):
+        if ref != model:
+            continue
+        without = getattr(owner, "without_model", None)
+        out.append((where, without(name) if without is not None else None))
     return out
 
 

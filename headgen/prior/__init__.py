@@ -5,6 +5,6 @@
 a CLIP by model name and get the one the run's choice calls for.
 """
 
-from headgen.prior.choice import PriorChoice, choose_prior
+from headgen.prior.choice import PriorChoice, choose_prior, switch_off_missing
 
-__all__ = ["PriorChoice", "choose_prior"]
+__all__ = ["PriorChoice", "choose_prior", "switch_off_missing"]

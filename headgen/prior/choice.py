@@ -1,22 +1,27 @@
-"""Which prior a run uses: pretrained weights or the demo prior, chosen once when the run starts.
+"""Which prior a run uses: pretrained weights or the demo prior, chosen per model once when the run starts.
 
-``prior: auto`` uses pretrained weights when every model the recipe names is on disk, and the demo
-prior otherwise, announced with a banner and recorded in ``summary.json``. ``prior: pretrained``
-with a missing model is an error naming the model and how to get it. The choice is kept on the run
-context (``ctx.prior``) per model, so every part asks the same object; today a run never mixes the
-two (one missing model puts every model on the demo prior), and a resumed run keeps its choice.
+``prior: auto`` looks for every model the recipe's stages name and prints, per model, what the run
+uses. A missing model the recipe marks ``optional`` (DreamFace's texture LDM) switches off the
+parts that need it (each part says how, e.g. ``dual-path-sds`` turns its texture path off), with
+a notice, a record in ``summary.json`` and the changed options in ``config.yaml``. Any other missing
+model puts the whole run on the demo prior, announced with a banner: a run never mixes pretrained
+and demo backbones. ``prior: pretrained`` names every missing model it cannot do without at once,
+each with how to get it (optional ones are switched off as under auto). ``prior: demo`` uses the
+demo prior for every model. The choice is kept on the run context (``ctx.prior``); a resumed run
+keeps it.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from headgen.config.recipe import ModelSpec, RunConfig
-from headgen.config.typed import model_refs
-from headgen.errors import HeadgenError, ModelNotFoundError
-from headgen.models.zoo import how_to_get, is_available
+from headgen.config.typed import model_refs, switch_off_model
+from headgen.errors import ConfigError, HeadgenError, ModelNotFoundError, ResumeError
+from headgen.models.zoo import how_to_get, is_available, local_path
 
 Source = Literal["pretrained", "demo"]
 
@@ -45,6 +50,8 @@ class PriorChoice:
     """What ``summary.json`` reports: pretrained, demo, or the recipe's ``prior`` when it names no model."""
     models: dict[str, Source] = field(default_factory=dict)
     """{model name: pretrained | demo} for every model the recipe's stages name."""
+    switched_off: dict[str, str] = field(default_factory=dict)
+    """{optional model that was not on disk: what the run switched off without it}."""
 
     @property
     def demo(self) -> bool:
@@ -72,24 +79,89 @@ def available(spec: ModelSpec) -> bool:
     return is_available(spec, REQUIRED_COMPONENTS.get(spec.kind, ()))
 
 
-def choose_prior(config: RunConfig, log: Callable[[str], None], recorded: str | None = None) -> PriorChoice:
-    """The prior of a run of ``config`` (announced through ``log`` when it is the demo prior).
+def choose_prior(
+    config: RunConfig, log: Callable[[str], None], recorded: dict[str, Any] | None = None
+) -> PriorChoice:
+    """The prior of a run of ``config`` whose optional models are all present or already switched off.
 
-    ``recorded``: the prior a resumed run already used (its ``summary.json``); the run keeps it.
+    ``recorded``: a resumed run's ``summary.json``; the run keeps the prior it started on and its
+    record of what was switched off.
     """
+    recorded = recorded or {}
+    off = recorded.get("switched_off") or {}
+    if not isinstance(off, dict) or not all(isinstance(v, str) for v in off.values()):
+        raise ResumeError("summary.json is damaged: 'switched_off' must map model names to texts; restore it")
+    off = dict(off)
     names = models_used(config)
+    rec = recorded.get("prior") if isinstance(recorded.get("prior"), str) else None
     if not names:
-        return PriorChoice(mode=recorded or config.prior)
-    mode = recorded if recorded in ("pretrained", "demo") else config.prior
+        return PriorChoice(mode=rec or config.prior, switched_off=off)
+    mode = rec if rec in ("pretrained", "demo") else config.prior
     if mode == "demo":
-        reason = "the run started on it." if recorded == "demo" else "prior=demo was requested."
+        reason = "the run started on it." if rec == "demo" else "prior=demo was requested."
         log(BANNER.format(reason=reason))
-        return PriorChoice(mode="demo", models=dict.fromkeys(names, "demo"))
+        return PriorChoice(mode="demo", models=dict.fromkeys(names, "demo"), switched_off=off)
     missing = [n for n in names if not available(config.models[n])]
     if missing and mode == "pretrained":
-        raise ModelNotFoundError(how_to_get(missing[0], config.models[missing[0]]))
+        raise ModelNotFoundError(
+            f"prior=pretrained, but {len(missing)} model{'s' if len(missing) > 1 else ''} the recipe cannot do "
+            "without " + ("is" if len(missing) == 1 else "are") + " not on disk:\n"
+            + "\n".join(f"  - {how_to_get(n, config.models[n])}" for n in missing)
+        )
     if missing:
         spec = config.models[missing[0]]
         log(BANNER.format(reason=f"no local weights for '{missing[0]}' ({spec.hub_id})."))
-        return PriorChoice(mode="demo", models=dict.fromkeys(names, "demo"))
-    return PriorChoice(mode="pretrained", models=dict.fromkeys(names, "pretrained"))
+        return PriorChoice(mode="demo", models=dict.fromkeys(names, "demo"), switched_off=off)
+    choice = PriorChoice(mode="pretrained", models=dict.fromkeys(names, "pretrained"), switched_off=off)
+    log(models_table(config, choice))
+    return choice
+
+
+def switch_off_missing(config: RunConfig, log: Callable[[str], None]) -> tuple[RunConfig, dict[str, str]]:
+    """A new run's config with the parts that need a missing optional model switched off.
+
+    Returns the changed config (``config`` itself when nothing changed) and {model: what was switched
+    off, per stage}. Under ``prior: demo``, or when a required model is missing too (the whole run
+    then falls back to the demo prior, which stands in for every model), nothing is switched off.
+    """
+    names = models_used(config)
+    if config.prior == "demo" or not names:
+        return config, {}
+    missing = [n for n in names if not available(config.models[n])]
+    optional = [n for n in missing if config.models[n].optional]
+    if not optional or (config.prior == "auto" and len(optional) < len(missing)):
+        return config, {}
+    changed = copy.deepcopy(config)
+    switched: dict[str, str] = {}
+    for name in optional:
+        results = switch_off_model(changed.stages, name, "stages")
+        cannot = [where for where, what in results if what is None]
+        if cannot:
+            raise ConfigError(
+                f"model '{name}' is marked optional (models.{name}.optional) but is not on disk, and "
+                f"{', '.join(cannot)} cannot do without it: install it ({how_to_get(name, config.models[name])}) "
+                f"or set models.{name}.optional=false"
+            )
+        switched[name] = "; ".join(f"{where.rsplit('.', 1)[0]}: {what}" for where, what in results)
+        parts = "\n".join(f"  {where.rsplit('.', 1)[0]}: {what}" for where, what in results)
+        log(
+            f"NOTICE: optional model '{name}' ({config.models[name].hub_id}) is not on disk, so the parts that "
+            f"need it are switched off:\n{parts}\n  (summary.json records it under switched_off; to use it: "
+            f"models.{name}.local_dir=/path/to/it)"
+        )
+    return changed, switched
+
+
+def models_table(config: RunConfig, choice: PriorChoice) -> str:
+    """Per model, what the run uses."""
+    names = sorted(choice.models)
+    width = max((len(n) for n in [*names, *choice.switched_off]), default=0)
+    lines = [f"models (prior={config.prior}):"]
+    for name in names:
+        spec = config.models[name]
+        where = local_path(spec)
+        lines.append(f"  {name:<{width}}  {choice.models[name]}: {spec.hub_id}"
+                     + (f" ({where})" if choice.models[name] == "pretrained" and where else ""))
+    for name, what in choice.switched_off.items():
+        lines.append(f"  {name:<{width}}  not on disk, optional: {what}")
+    return "\n".join(lines)
