@@ -18,6 +18,7 @@ examples:
   python launch.py --resume RUN_DIR stages.carve.optimizer.lr=1e-4   (unfinished stages only)
   python launch.py --export outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
   python launch.py --bench configs/bench/smoke.yaml [--launcher ray --workers 2]
+  python launch.py --config methods/headartist.yaml --dry-run   (full size, random weights, 1 step per stage)
   python launch.py --list
   python launch.py --models [methods/dreamface.yaml]   (which weights are on disk, how to get the rest)
 """
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the recipe's, auto)")
     p.add_argument("--seed", type=int, help="seed of every random generator (default: the recipe's)")
     p.add_argument("--output-dir", metavar="DIR", help="root of run directories (default: outputs)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --config: run every stage once at full size on random-weight models (built once "
+                        "under $HEADGEN_CACHE_DIR/full-size-random) to check shapes, dtypes, time and memory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--export", metavar="RUN_DIR", help="re-run the export stage(s) of a finished run")
     p.add_argument("--list", action="store_true", help="list registered parts and recipes, then exit")
@@ -103,6 +107,8 @@ def _run(args: argparse.Namespace) -> int:
         raise HeadgenError(
             "give exactly one of --config RECIPE, --resume RUN_DIR, --export RUN_DIR, --bench BENCH_YAML (or --list)"
         )
+    if args.dry_run and not args.config:
+        raise HeadgenError("--dry-run goes with --config RECIPE (it starts a new run)")
     if args.bench:
         from headgen.bench.__main__ import bench_main
 
@@ -115,7 +121,15 @@ def _run(args: argparse.Namespace) -> int:
             value = getattr(args, flag)
             if value is not None:
                 overrides.append(f"{key}={value}")
+        if args.dry_run:
+            from headgen.dryrun import dry_run_overrides
+
+            overrides = dry_run_overrides(args.config, overrides)
         root = pipeline.start_run(args.config, overrides, verbose=args.verbose)
+        if args.dry_run:
+            from headgen.dryrun import report
+
+            print(report(root))
     else:
         if args.seed is not None or args.output_dir or (args.export and args.overrides):
             raise HeadgenError(

@@ -18,6 +18,7 @@ from headgen.config.resume import apply_resume_overrides
 from headgen.config.typed import to_plain
 from headgen.context import RunContext
 from headgen.errors import HeadgenError, ResumeError
+from headgen.memory import PeakMemory
 from headgen.prior import choose_prior, switch_off_missing
 from headgen.rundir import RunDir, new_run_id
 from headgen.stages.results import has_result, load_result
@@ -226,14 +227,19 @@ def _execute(ctx: RunContext, state: dict[str, Any], *, log: Any, resume: dict[s
         ctx.run_dir.write_state(state)
         log(f"stage {name} ({comp.type}{f', {stage.steps} steps' if stage.steps else ''})")
         t0 = time.perf_counter()
+        memory = PeakMemory(ctx.device)
         try:
-            stage.run(ctx, resume.get(name))
+            with memory:
+                stage.run(ctx, resume.get(name))
         except Exception as exc:
             if not hasattr(exc, "headgen_stage"):
                 exc.headgen_stage = name  # type: ignore[attr-defined] # the command line names it
             raise
         finally:
             entry["seconds"] = round(entry.get("seconds", 0.0) + time.perf_counter() - t0, 3)
+            entry["peak_rss_mb"] = round(max(_number(entry.get("peak_rss_mb")), memory.rss_mb), 1)
+            if memory.gpu_mb is not None:
+                entry["peak_gpu_mb"] = round(max(_number(entry.get("peak_gpu_mb")), memory.gpu_mb), 1)
             ctx.run_dir.write_state(state)
         _score(ctx, name)
         entry["status"] = DONE
@@ -241,6 +247,11 @@ def _execute(ctx: RunContext, state: dict[str, Any], *, log: Any, resume: dict[s
         ctx.run_dir.write_state(state)
         _write_summary(ctx, state)
     _write_summary(ctx, state)
+
+
+def _number(value: Any) -> float:
+    """A recorded figure, or 0 when state.json holds none (or something else) there."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _score(ctx: RunContext, stage: str) -> None:
@@ -271,7 +282,8 @@ def _write_summary(ctx: RunContext, state: dict[str, Any]) -> None:
     cfg = ctx.config
     stages = [
         {"name": n, "kind": state["stages"][n]["kind"], "status": state["stages"][n]["status"],
-         "steps": state["stages"][n].get("steps", 0), "seconds": state["stages"][n].get("seconds", 0.0)}
+         "steps": state["stages"][n].get("steps", 0), "seconds": state["stages"][n].get("seconds", 0.0),
+         **{k: state["stages"][n][k] for k in ("peak_rss_mb", "peak_gpu_mb") if k in state["stages"][n]}}
         for n in state["order"]
     ]
     summary = {

@@ -66,6 +66,8 @@ class RunConfig:
     """Reject an empty prompt (recipes that need no text may turn this off)."""
     description: str = ""
     """One paragraph on what the recipe does, shown by --list."""
+    dry_run: bool = False
+    """Set by ``--dry-run``: the models are full-size random-weight stand-ins (results are noise)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form values that fragments may interpolate (${extra.x}); not read by the framework."""
 

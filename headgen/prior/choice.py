@@ -21,6 +21,7 @@ from typing import Any, Literal
 from headgen.config.recipe import ModelSpec, RunConfig
 from headgen.config.typed import model_refs, switch_off_model
 from headgen.errors import ConfigError, HeadgenError, ModelNotFoundError, ResumeError
+from headgen.models.full_size import is_random
 from headgen.models.zoo import how_to_get, is_available, local_path
 
 Source = Literal["pretrained", "demo"]
@@ -101,6 +102,12 @@ def choose_prior(
         reason = "the run started on it." if rec == "demo" else "prior=demo was requested."
         log(BANNER.format(reason=reason))
         return PriorChoice(mode="demo", models=dict.fromkeys(names, "demo"), switched_off=off)
+    random = [n for n in names if config.models[n].local_dir and is_random(config.models[n].local_dir)]
+    if random and not config.dry_run:
+        raise ModelNotFoundError(
+            f"models.{random[0]}.local_dir={config.models[random[0]].local_dir} holds the random weights of a "
+            "--dry-run (it has a RANDOM_WEIGHTS file), not a trained model; point it at real weights"
+        )
     missing = [n for n in names if not available(config.models[n])]
     if missing and mode == "pretrained":
         raise ModelNotFoundError(
