@@ -38,9 +38,12 @@ class ControlNetSDSConfig(DistillConfig):
     conditioning_scale: Scalar = 1.0
     """ControlNet conditioning_scale of the landmark ControlNet."""
     back_threshold: float | None = 90.0
-    """Samples with |azimuth| above this (degrees) are back views and use the plain UNet, as are samples
-    whose view label is 'back' (null: view labels only). Keep it equal to the landmark map's
-    back_threshold."""
+    """Samples with |azimuth| above this (degrees) are back views, as are samples whose view label is
+    'back' (null: view labels only). Keep it equal to the landmark map's back_threshold."""
+    back_view_controlnet: bool = False
+    """Back views go through the landmark ControlNet too, with the landmark map's back-view drawing
+    (HeadArtist: the face-oval contour only). false: they skip it and use the plain UNet (HeadSculpt,
+    whose back-view map is empty)."""
 
 
 def back_views(inp: GuidanceInput, batch: int, threshold: float | None) -> Tensor:
@@ -87,12 +90,14 @@ class LandmarkGuidance(DistillGuidance):
         return ("landmark_map",) if self.uses_landmarks() else ()
 
     def landmark_controls(self, inp: GuidanceInput, z: Tensor) -> list[Control]:
-        """The landmark Control for every sample but back views ([] when the ControlNet is off)."""
+        """The landmark Control: for every sample with ``back_view_controlnet``, else for every sample
+        but back views ([] when the ControlNet is off)."""
         if not self.uses_landmarks():
             return []
         who = getattr(self, "registered_name", type(self).__name__)
         image = control_image(inp.require("landmark_map", who), z, self.backbone, "landmark_map")
-        active = ~back_views(inp, z.shape[0], self.cfg.back_threshold)
+        # None: every row, the back views with whatever the landmark map drew for them.
+        active = None if self.cfg.back_view_controlnet else ~back_views(inp, z.shape[0], self.cfg.back_threshold)
         return [Control(LANDMARKS, image, value_at(self.cfg.conditioning_scale, inp.step), active)]
 
     def cfg_branches(self, inp: GuidanceInput, z: Tensor) -> list[Branch]:

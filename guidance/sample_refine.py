@@ -1,4 +1,4 @@
-"""Refinement toward a (Control)Net sample: HeadArtist's optional refine stage, after HiFA.
+"""Refinement toward a (Control)Net sample: the former refine of the HeadArtist recipe (after HiFA; now `ssd-refine`).
 
 Each step the render is encoded, noised to a t drawn from ``timesteps.t_range`` (SDEdit strength)
 and denoised by DDIM with CFG ``cfg`` (negative prompt as the unconditional branch) through the
@@ -34,6 +34,9 @@ def _refine_timesteps() -> TimestepConfig:
 
 @dataclass(kw_only=True)
 class SampleRefineConfig(SwitchableControlNetConfig):
+    back_view_controlnet: bool = True
+    """Back views are sampled through the landmark ControlNet with the back-view (contour-only) map,
+    as in HeadArtist; false: through the plain UNet."""
     cfg: Scalar = 7.5
     """CFG scale of the sample (diffusers convention)."""
     timesteps: TimestepConfig = field(default_factory=_refine_timesteps)

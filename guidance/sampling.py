@@ -1,4 +1,5 @@
-"""Drawing a sample from a backbone: SDEdit with diffusers' DDIM scheduler.
+"""Drawing a sample from a backbone: SDEdit with diffusers' DDIM scheduler, or a sample from pure
+noise (DDIM or DPM-Solver++, as HeadArtist's refine target).
 
 The refine stage of HeadArtist (after HiFA) needs a clean image that the (Control)Net would make
 of the current render: the render is encoded, noised to ``t_start`` and denoised with CFG by
@@ -11,22 +12,63 @@ schedule whatever it is.
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 
 from guidance.distill import cfg_combine
 from headgen.prior.backbone import Branch, DiffusionBackbone, ViewInfo
 
 
-def ddim_scheduler(backbone: DiffusionBackbone) -> DDIMScheduler:
-    """A DDIM scheduler on the backbone's noise schedule (betas recovered from alphas_cumprod)."""
+def _betas(backbone: DiffusionBackbone) -> Tensor:
+    """The backbone's betas, recovered from its alphas_cumprod."""
     a = backbone.alphas_cumprod.detach().double().cpu()
     prev = torch.cat([torch.ones(1, dtype=a.dtype), a[:-1]])
-    betas = (1.0 - a / prev).clamp(0.0, 0.999)
+    return (1.0 - a / prev).clamp(0.0, 0.999)
+
+
+def ddim_scheduler(backbone: DiffusionBackbone) -> DDIMScheduler:
+    """A DDIM scheduler on the backbone's noise schedule (betas recovered from alphas_cumprod)."""
     return DDIMScheduler(
-        num_train_timesteps=backbone.num_train_timesteps, trained_betas=betas.numpy(), clip_sample=False,
+        num_train_timesteps=backbone.num_train_timesteps, trained_betas=_betas(backbone).numpy(), clip_sample=False,
         set_alpha_to_one=True, prediction_type="epsilon",
     )
+
+
+def dpm_solver_scheduler(backbone: DiffusionBackbone) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2nd order, multistep: diffusers' defaults, as its SD pipelines use it) on the
+    backbone's noise schedule."""
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=backbone.num_train_timesteps, trained_betas=_betas(backbone).numpy(),
+        prediction_type="epsilon",
+    )
+
+
+@torch.no_grad()
+def noise_sample(
+    backbone: DiffusionBackbone,
+    noise: Tensor,
+    branches: list[Branch],
+    cfg: float,
+    steps: int,
+    scheduler: DDIMScheduler | DPMSolverMultistepScheduler,
+    views: ViewInfo | None = None,
+) -> Tensor:
+    """Latents [B,4,h,w] of a CFG sample from pure ``noise`` over ``steps`` of ``scheduler``'s
+    timesteps (the whole schedule). ``branches`` = [conditional, unconditional]; each step is one
+    batched ``backbone.eps`` call on both."""
+    if len(branches) != 2:
+        raise ValueError(f"noise_sample needs [conditional, unconditional] branches, got {len(branches)}")
+    if steps < 1:
+        raise ValueError(f"sampling needs at least 1 step, got {steps}")
+    scheduler.set_timesteps(steps)  # also resets a multistep solver's history
+    z = noise * scheduler.init_noise_sigma
+    b = z.shape[0]
+    for t in scheduler.timesteps:
+        t_batch = torch.full((b,), int(t), dtype=torch.long, device=z.device)
+        eps_c, eps_u = backbone.eps(z, t_batch, branches, views)
+        eps = cfg_combine(eps_c, eps_u, cfg)
+        z = scheduler.step(eps.float(), t, z.float()).prev_sample.to(noise.dtype)
+    return z
 
 
 def sampling_timesteps(scheduler: DDIMScheduler, steps: int, t_start: int) -> list[int]:
@@ -72,4 +114,4 @@ def sdedit_sample(
     return z
 
 
-__all__ = ["ddim_scheduler", "sampling_timesteps", "sdedit_sample"]
+__all__ = ["ddim_scheduler", "dpm_solver_scheduler", "noise_sample", "sampling_timesteps", "sdedit_sample"]

@@ -2,7 +2,9 @@
 
 In YAML a scalar is either a number or ``[start_step, start_value, end_value, end_step]``
 (threestudio's convention): the value is ``start_value`` up to ``start_step``, moves linearly to
-``end_value`` at ``end_step`` and stays there.
+``end_value`` at ``end_step`` and stays there. A step change is a schedule whose end step is the
+step after its start: ``[9999, 0.98, 0.7, 10000]`` is 0.98 up to step 9999 and 0.7 from step 10000
+(no step lies strictly between, so nothing is interpolated).
 """
 
 from __future__ import annotations

@@ -100,8 +100,11 @@ class MeshRenderer:
         """Rasterizer: auto = nvdiffrast on CUDA when installed, else the pure-PyTorch one."""
         antialias: bool = True
         """Antialias silhouettes (needed for position gradients at the silhouette)."""
-        background: Literal["white", "black", "random"] = "white"
-        """Background of rgb/albedo/shading; random = a uniform colour per image from the generator."""
+        background: Literal["white", "black", "random", "color"] = "white"
+        """Background of rgb/albedo/shading; random = a uniform colour per image from the generator;
+        color = ``background_color``."""
+        background_color: tuple[float, float, float] = (0.58, 0.47, 0.41)
+        """RGB in [0, 1] of ``background: color`` (default: HeadArtist's texture background)."""
         normal_space: Literal["world", "camera"] = "world"
         """Frame of the normal images; camera = OpenGL camera axes (+z toward the viewer)."""
         shading_albedo: float = 0.8
@@ -113,6 +116,10 @@ class MeshRenderer:
         self.cfg = cfg if cfg is not None else self.Config()
         if self.cfg.resolution < 1:
             raise HeadgenError(f"renderer.resolution must be a positive integer, got {self.cfg.resolution}")
+        if not all(0.0 <= c <= 1.0 for c in self.cfg.background_color):
+            raise HeadgenError(
+                f"renderer.background_color must be RGB in [0, 1], got {list(self.cfg.background_color)}"
+            )
 
     def backend_for(self, device: torch.device) -> RasterBackend:
         return get_backend(self.cfg.backend, device)
@@ -321,6 +328,8 @@ class MeshRenderer:
             return torch.ones(bsz, 3, device=device, dtype=dtype)
         if self.cfg.background == "black":
             return torch.zeros(bsz, 3, device=device, dtype=dtype)
+        if self.cfg.background == "color":
+            return torch.tensor(self.cfg.background_color, device=device, dtype=dtype).expand(bsz, 3)
         gdev = generator.device if generator is not None else device
         return torch.rand(bsz, 3, generator=generator, device=gdev).to(device=device, dtype=dtype)
 

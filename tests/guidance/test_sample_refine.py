@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from guidance.base import GuidanceInput
 from guidance.perceptual import LPIPS, ImageLoss, ImageLossConfig
 from guidance.sample_refine import SampleRefineGuidance
-from guidance.sampling import ddim_scheduler, sampling_timesteps, sdedit_sample
+from guidance.sampling import ddim_scheduler, dpm_solver_scheduler, noise_sample, sampling_timesteps, sdedit_sample
 from headgen.cameras import Cameras
 from headgen.config import parse
 from headgen.errors import ConfigError, HeadgenError, ModelNotFoundError
@@ -71,6 +71,23 @@ def test_sdedit_with_an_exact_denoiser_lands_on_the_data(cfg):
     z = sdedit_sample(bb, z0, 450, branches(), cfg, 10, torch.Generator().manual_seed(0))
     assert torch.allclose(z, target, atol=1e-4)
     assert bb.calls["unet"] == 5  # 400, 300, 200, 100, 0: one batched call per step
+
+
+@pytest.mark.parametrize("make_scheduler", [ddim_scheduler, dpm_solver_scheduler])
+def test_noise_sample_with_an_exact_denoiser_lands_on_the_data(make_scheduler):
+    # HeadArtist's refine target: from pure noise, a one-point data set is reached by DDIM and by
+    # DPM-Solver++ (both exact for x0_hat constant), one batched eps call per step.
+    target = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    bb = PointBackbone([target, target])
+    start = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    scheduler = make_scheduler(bb)
+    z = noise_sample(bb, start, branches(), 7.5, 25, scheduler)
+    assert torch.allclose(z, target, atol=1e-3), (z - target).abs().max()
+    assert bb.calls["unet"] == 25
+    # The multistep solver's history is reset per sample: the same scheduler and noise, the same sample.
+    assert torch.equal(noise_sample(bb, start, branches(), 7.5, 25, scheduler), z)
+    with pytest.raises(ValueError, match="conditional, unconditional"):
+        noise_sample(bb, start, branches()[:1], 7.5, 25, make_scheduler(bb))
 
 
 def test_sdedit_cfg_extrapolates_away_from_the_unconditional_point():

@@ -399,13 +399,16 @@ def test_ssd_costs_what_sds_costs(tiny_backbone):
     z, lm = torch.randn(3, 8, 8, 4), torch.rand(3, 64, 64, 3)
     labels = ["front", "back", "side"]
     passes = []
-    for guidance in (make(ControlNetSDSGuidance, bb), make(SSDGuidance, bb, prompt=VIEW_INDEPENDENT)):
+    # SSD with a view-independent prompt; its back views go through the ControlNet (HeadArtist's contour
+    # map), so compare with controlnet-sds doing the same.
+    for guidance in (make(ControlNetSDSGuidance, bb, back_view_controlnet=True),
+                     make(SSDGuidance, bb, prompt=VIEW_INDEPENDENT)):
         bb.calls.clear()
         unet_batches.clear()
         net_batches.clear()
         guidance(inputs(z, labels, landmark_map=lm), gen(0))
         passes.append((dict(bb.calls), list(unet_batches), list(net_batches)))
-    assert passes[0] == passes[1] == ({"unet": 1, "controlnet:landmarks": 1}, [6], [4])
+    assert passes[0] == passes[1] == ({"unet": 1, "controlnet:landmarks": 1}, [6], [6])
     # Without the ControlNet: no ControlNet call and no landmark map needed.
     bb.calls.clear()
     make(SSDGuidance, bb, use_controlnet=False)(inputs(z, labels), gen(0))
@@ -424,7 +427,7 @@ def test_ssd_matches_closed_form(tiny_backbone):
     assert unet_batches == [9]  # one call: conditional, negative, reference
 
     t, _, z_t, _ = draws(guidance, z.detach().permute(0, 3, 1, 2), 9)
-    control = [("landmarks", lm, 1.0, [True, False, True])]
+    control = [("landmarks", lm, 1.0, [True, True, True])]  # the back view too (back_view_controlnet)
     eps_c = manual_eps(bb, z_t, t, [f"{PROMPT}, {v} view" for v in labels], control)
     eps_u = manual_eps(bb, z_t, t, [NEG] * 3, control)
     eps_1 = manual_eps(bb, z_t, t, [PROMPT] * 3, control)
@@ -436,7 +439,7 @@ def test_ssd_sds_ablation_equals_controlnet_sds(tiny_backbone):
     z0, lm = torch.randn(2, 8, 8, 4), torch.rand(2, 64, 64, 3)
     grads = []
     for guidance in (make(SSDGuidance, tiny_backbone, ablation="sds", cfg=7.5),
-                     make(ControlNetSDSGuidance, tiny_backbone, cfg=7.5)):
+                     make(ControlNetSDSGuidance, tiny_backbone, cfg=7.5, back_view_controlnet=True)):
         z = z0.clone().requires_grad_()
         out = guidance(inputs(z, ["front", "back"], landmark_map=lm), gen(4))
         sum(v for k, v in out.items() if k.startswith("loss_")).backward()
