@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from headgen.models.architectures import CLIP_L14_TEXT, SD15_UNET, SD_VAE
+
 Size = Literal["tiny", "full"]
 
 
@@ -53,9 +55,8 @@ def write_char_tokenizer(folder: Path) -> None:
 def _text_config(size: Size):
     from transformers import CLIPTextConfig
 
-    if size == "full":
-        return CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                              max_position_embeddings=77, vocab_size=49408, projection_dim=768)
+    if size == "full":  # SD 1.5's text encoder (CLIP ViT-L/14's text tower)
+        return CLIPTextConfig(**CLIP_L14_TEXT)
     # Token ids of the character tokenizer written by write_char_tokenizer (<|startoftext|>, <|endoftext|>).
     return CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                           max_position_embeddings=77, vocab_size=2 * 256 + 2, projection_dim=16,
@@ -66,7 +67,7 @@ def build_unet(size: Size, in_channels: int = 4):
     from diffusers import UNet2DConditionModel
 
     if size == "full":  # SD 1.5
-        return UNet2DConditionModel(sample_size=64, in_channels=in_channels, cross_attention_dim=768)
+        return UNet2DConditionModel(**{**SD15_UNET, "in_channels": in_channels})
     return UNet2DConditionModel(
         sample_size=8, in_channels=in_channels, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -79,10 +80,7 @@ def build_vae(size: Size):
 
     blocks = 4  # SD's 8x down-sampling factor needs four blocks (three down-samplings)
     if size == "full":
-        return AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * blocks,
-            up_block_types=("UpDecoderBlock2D",) * blocks, latent_channels=4, layers_per_block=2, sample_size=512,
-        )
+        return AutoencoderKL(**SD_VAE)
     return AutoencoderKL(
         block_out_channels=(4, 4, 4, 4), down_block_types=("DownEncoderBlock2D",) * blocks,
         up_block_types=("UpDecoderBlock2D",) * blocks, latent_channels=4, layers_per_block=1, norm_num_groups=2,
