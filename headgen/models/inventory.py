@@ -9,10 +9,9 @@ from pathlib import Path
 
 from headgen.config.compose import compose, repo_root
 from headgen.config.recipe import ModelSpec, validate
-from headgen.config.typed import model_refs
 from headgen.errors import ConfigError
 from headgen.models.zoo import local_path
-from headgen.prior.choice import REQUIRED_COMPONENTS, available
+from headgen.prior.choice import REQUIRED_COMPONENTS, available, models_used
 
 # Placeholders so that recipes which need them (editing: a source run; prompt-less recipes) compose.
 PLACEHOLDERS = ["source=RUN_DIR", "prompt=placeholder"]
@@ -34,7 +33,7 @@ class ModelRow:
 def recipe_models(recipe: str | Path, overrides: list[str] = ()) -> tuple[str, dict[str, ModelSpec], list[str]]:
     """(the recipe's name, its model table, the models its stages use)."""
     cfg = validate(compose(recipe, [*PLACEHOLDERS, *overrides]))
-    return cfg.name, dict(cfg.models), sorted({name for _, name in model_refs(cfg.stages, "stages")})
+    return cfg.name, dict(cfg.models), models_used(cfg)
 
 
 def folder_size(path: Path) -> int:
