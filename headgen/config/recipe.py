@@ -21,6 +21,14 @@ class ModelSpec:
     """Weight variant to load (e.g. ``fp16``)."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """Weights dtype: auto is float16 on GPU and float32 on CPU."""
+    channels_last: bool = False
+    """Convolutional networks (UNet, ControlNet, VAE) in channels_last memory format (on GPU often
+    faster convolutions; ``benchmarks/bench_step.py --variants`` measures it)."""
+    attention: Literal["sdpa", "classic"] = "sdpa"
+    """sdpa: torch's scaled_dot_product_attention (diffusers' default, fused kernels); classic: the
+    explicit softmax(QK^T)V processor, kept to measure what SDPA gains."""
+    compile: bool = False
+    """``torch.compile`` the UNet and ControlNets (the first steps compile: slow start, faster steps)."""
     local_dir: str | None = None
     """A local directory holding the model; takes precedence over hub_id."""
     revision: str | None = None

@@ -41,3 +41,24 @@ def test_linear_autoencoder_shapes_and_inverse():
     assert torch.allclose(ae.encode(back), z, atol=1e-5)
     assert torch.allclose(back.permute(0, 3, 1, 2)[:, :, ::8, ::8], blocks.clamp(0, 1), atol=1e-5)
     assert torch.allclose(ae.encode_pooled(blocks.permute(0, 2, 3, 1)), z, atol=1e-5)
+
+
+def test_posterior_mean_is_exact_in_float32_at_small_t():
+    """At t = 20 the posterior is sharp and ||x_t - sqrt(a) x_i||^2 is a small difference of large
+    numbers: the float32 result must match a float64 brute force to 1e-5 relative."""
+    from headgen.prior.demo.backbone import sd_alphas_cumprod
+
+    g = torch.Generator().manual_seed(0)
+    d, m = 4 * 64 * 64, 24
+    base = torch.randn(1, 1, d, generator=g)
+    data = base + 1e-3 * torch.randn(1, m, d, generator=g)  # close data points: a spread posterior
+    a = sd_alphas_cumprod()[torch.tensor([20])]
+    x_t = a.sqrt() * data[:, 3] + (1 - a).sqrt() * torch.randn(1, d, generator=g)
+    got = posterior_mean(x_t, data, a)
+    d64, x64, a64 = data.double(), x_t.double(), a.double()
+    logp = -((x64[:, None] - a64.sqrt() * d64) ** 2).sum(-1) / (2 * (1 - a64))
+    w = torch.softmax(logp, -1)
+    assert 0.01 < w.max() < 0.99, "the posterior should be spread for this check to bite"
+    want = torch.einsum("nm,nmd->nd", w, d64)
+    rel = ((got.double() - want).norm() / want.norm()).item()
+    assert rel < 1e-5, rel

@@ -64,3 +64,33 @@ def test_missing_model_names_it_and_how_to_get_it(tmp_path, monkeypatch):
     assert "model 'sd15' = someone/not-downloaded" in msg and "local_dir" in msg and "prior=demo" in msg
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         load_component("sd15", ModelSpec(hub_id="x/y", local_dir=str(tmp_path / "nope")), "unet")
+
+
+def test_speed_options_keep_the_outputs(tiny_sd):
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    spec = ModelSpec(hub_id="example/tiny-sd", local_dir=str(tiny_sd))
+    x, t, emb = torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), torch.randn(2, 77, 16)
+    base = load_component("sd", spec, "unet")
+    assert {type(p) for p in base.attn_processors.values()} == {AttnProcessor2_0}  # diffusers' SDPA default
+    ref = base(x, t, emb).sample
+
+    classic = load_component("sd", ModelSpec(**{**spec.__dict__, "attention": "classic"}), "unet")
+    assert {type(p) for p in classic.attn_processors.values()} == {AttnProcessor}
+    torch.testing.assert_close(classic(x, t, emb).sample, ref, atol=1e-5, rtol=1e-4)
+
+    cl = load_component("sd", ModelSpec(**{**spec.__dict__, "channels_last": True}), "vae")
+    conv = cl.encoder.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain_vae = load_component("sd", spec, "vae")
+    img = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(cl.encode(img).latent_dist.mean, plain_vae.encode(img).latent_dist.mean,
+                               atol=1e-5, rtol=1e-4)
+
+    compiled = load_component("sd", ModelSpec(**{**spec.__dict__, "compile": True}), "unet")
+    assert type(compiled).__name__ == "OptimizedModule" and compiled._orig_mod.config.in_channels == 4
+    assert compiled.config.cross_attention_dim == base.config.cross_attention_dim  # attributes read through
+    with pytest.raises(Exception, match="attention"):
+        from headgen.config import parse
+
+        parse(ModelSpec, {"hub_id": "x/y", "attention": "flash"})
