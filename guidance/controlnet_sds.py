@@ -25,7 +25,7 @@ from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
 from headgen.errors import HeadgenError
 from headgen.prior.backbone import Branch, Control, DiffusionBackbone, resize_images
-from headgen.prior.prompts import view_texts
+from headgen.prior.prompts import text_views, view_texts
 from headgen.registry import register
 
 LANDMARKS = "landmarks"
@@ -105,8 +105,11 @@ class LandmarkGuidance(DistillGuidance):
         control, as diffusers' ControlNet pipeline conditions both halves of CFG."""
         b = z.shape[0]
         controls = self.landmark_controls(inp, z)
-        texts = view_texts(self.cfg.prompt, inp.prompt, inp.view_labels or ["front"] * b)
-        return [Branch(texts, controls, subject=inp.prompt), Branch([self.negative(inp)] * b, list(controls))]
+        labels = inp.view_labels or ["front"] * b
+        texts = view_texts(self.cfg.prompt, inp.prompt, labels)
+        views = text_views(self.cfg.prompt, labels)
+        return [Branch(texts, controls, subject=inp.prompt, views=views),
+                Branch([self.negative(inp)] * b, list(controls))]
 
 
 @dataclass(kw_only=True)

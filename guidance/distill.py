@@ -13,7 +13,7 @@ from guidance.timesteps import TimestepConfig, sample_timesteps, sds_weight
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
 from headgen.prior.backbone import Branch, DiffusionBackbone, ViewInfo, resize_images
-from headgen.prior.prompts import PromptConfig, view_texts
+from headgen.prior.prompts import PromptConfig, text_views, view_texts
 
 
 @dataclass(kw_only=True)
@@ -137,9 +137,11 @@ class DistillGuidance(Guidance):
         """Plain text-conditioned SDS: (latents z, grad = w(t) (eps_cfg - eps), t); draws t then noise."""
         z, t, noise, z_t = self.start(inp, generator)
         b = z.shape[0]
-        texts = view_texts(self.cfg.prompt, inp.prompt, inp.view_labels or ["front"] * b)
+        labels = inp.view_labels or ["front"] * b
+        texts = view_texts(self.cfg.prompt, inp.prompt, labels)
         with torch.no_grad():
-            branches = [Branch(texts, subject=inp.prompt), Branch([self.negative(inp)] * b)]
+            branches = [Branch(texts, subject=inp.prompt, views=text_views(self.cfg.prompt, labels)),
+                        Branch([self.negative(inp)] * b)]
             eps_c, eps_u = self.backbone.eps(z_t, t, branches, self.views(inp))
         grad = self.weight(t, z) * (cfg_combine(eps_c, eps_u, value_at(self.cfg.cfg, inp.step)) - noise)
         return z, grad, t

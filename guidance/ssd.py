@@ -90,7 +90,7 @@ class SSDGuidance(SwitchableLandmarkGuidance):
         reference = cond.texts if self.cfg.view_dependent_reference else [text] * b
         extra_pass = self.cfg.ablation == "ssd" and reference != cond.texts
         if extra_pass:
-            branches.append(Branch(reference, list(cond.controls), subject=inp.prompt, edit=edit))
+            branches.append(Branch(reference, list(cond.controls), subject=inp.prompt, edit=edit))  # plain text
         with torch.no_grad():
             eps = self.backbone.eps(z_t, t, branches, views)
         eps_c, eps_u = eps[0], eps[1]

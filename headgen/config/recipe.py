@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from headgen.config.demo import DemoSettings
 from headgen.config.typed import Component, component, model_refs, parse
 from headgen.errors import ConfigError, did_you_mean
 
@@ -74,6 +75,8 @@ class RunConfig:
     """Reject an empty prompt (recipes that need no text may turn this off)."""
     description: str = ""
     """One paragraph on what the recipe does, shown by --list."""
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    """The demo prior's data set and autoencoder (read only under the demo prior)."""
     dry_run: bool = False
     """Set by ``--dry-run``: the models are full-size random-weight stand-ins (results are noise)."""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -38,15 +38,18 @@ class Control:
 class Branch:
     """One conditioning of the noisy latent: per-sample texts plus optional controls.
 
-    ``subject`` and ``edit`` say what the texts describe, for priors that do not read text (the
-    demo prior): ``subject`` is the user's prompt behind view-dependent texts (None for the
-    unconditional / negative branch), ``edit`` an edit instruction applied to it.
+    ``subject``, ``edit`` and ``views`` say what the texts describe, for priors that do not read
+    text (the demo prior): ``subject`` is the user's prompt behind view-dependent texts (None for
+    the unconditional / negative branch), ``edit`` an edit instruction applied to it.
     """
 
     texts: list[str]
     controls: list[Control] = field(default_factory=list)
     subject: str | None = None
     edit: str | None = None
+    views: list[str | None] | None = None
+    """Per sample, the view its text names (front / side / back / overhead), None: the text names
+    no view; for priors that do not read text (the demo prior's text data cover that sector)."""
 
 
 @dataclass

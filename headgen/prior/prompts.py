@@ -46,6 +46,11 @@ class PromptConfig:
                 raise ValueError(f"templates.{view} must contain {{prompt}}, got {text!r}")
 
 
+def text_views(cfg: PromptConfig, view_labels: list[str]) -> list[str | None]:
+    """The view each of :func:`view_texts`' texts names (None: no view phrase)."""
+    return list(view_labels) if cfg.view_dependent else [None] * len(view_labels)
+
+
 def view_texts(cfg: PromptConfig, prompt: str, view_labels: list[str]) -> list[str]:
     """The text each camera of a batch is guided with."""
     if not cfg.view_dependent:

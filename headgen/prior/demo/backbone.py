@@ -4,15 +4,21 @@ It has the pretrained backbone's interface, so every guidance runs on it unchang
 scaled-linear alphas, a linear autoencoder with SD's shapes, and ``eps`` that answers every
 branch from the closed-form posterior over its data set (see :mod:`headgen.prior.demo.world`).
 Analogues: a branch's text maps to its target (``subject``; ``edit`` gives the edited target, the
-InstructPix2Pix analogue); the unconditional / negative branch is the mixture over the bank. A
-landmark-ControlNet analogue conditions on the camera of the landmark map, which is the camera
-the data are already rendered at, so it leaves the data unchanged (its passes are still counted).
+InstructPix2Pix analogue); the unconditional / negative branch is the mixture over the bank.
+
+Which cameras the data are rendered at is ``demo.views``. exact: the batch's own, for every
+branch (a text branch then already knows the camera; a ControlNet analogue has nothing to add and
+leaves the data unchanged, its passes still counted). ambiguous: a text branch's data cover every
+azimuth its text allows (:mod:`headgen.prior.demo.views`), the unconditional / negative branch's
+every azimuth, and a sample with an active control (landmark map, source render) is answered at
+its own camera, as a control image that states the camera exactly would.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from headgen.errors import HeadgenError
@@ -74,10 +80,32 @@ class DemoBackbone(DiffusionBackbone):
         a = self.alphas_cumprod[t.to(self.device)]
         cache: dict = views.cache.setdefault(("demo-data", h, w), {})
         out = []
+        x = z_t.detach().float().reshape(b, -1)
+        ambiguous = self.world.settings.views == "ambiguous" and views.cameras is not None
         for br in branches:
-            data = self.world.data(self.world.targets_for(br.subject, br.edit), views, h, w, cache)
+            targets = self.world.targets_for(br.subject, br.edit)
+            if ambiguous:
+                per_sample = self.world.branch_data(targets, views, h, branch_views(br), controlled(br, b), cache)
+                eps = torch.cat([eps_prediction(x[i : i + 1], d[None].to(x), a[i : i + 1])
+                                 for i, d in enumerate(per_sample)])
+                out.append(eps.view(b, c, h, w).to(z_t.dtype))
+                continue
+            data = self.world.data(targets, views, h, w, cache)
             if data.shape[0] != b:
                 data = data.expand(b, *data.shape[1:])
-            x = z_t.detach().float().reshape(b, -1)
             out.append(eps_prediction(x, data.to(x), a).view(b, c, h, w).to(z_t.dtype))
         return out
+
+
+def branch_views(br: Branch) -> list[str | None] | None:
+    """The view each sample's text names; the unconditional / negative branch names none."""
+    return br.views if br.subject is not None else None
+
+
+def controlled(br: Branch, b: int) -> list[bool]:
+    """Per sample, whether a control image (a landmark map, the source render) tells the camera."""
+    out = [False] * b
+    for control in br.controls:
+        active = [True] * b if control.active is None else [bool(v) for v in control.active.tolist()]
+        out = [o or a for o, a in zip(out, active)]
+    return out

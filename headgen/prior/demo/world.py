@@ -28,25 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from headgen.cameras import Cameras, Lights
+from headgen.config.demo import DemoSettings
 from headgen.errors import HeadgenError
 from headgen.prior.demo.autoencoder import AUTOENCODERS, LinearAutoencoder
 from headgen.prior.demo.targets import BANK_PROMPTS, DemoTarget, TexelMaps, make_target, texel_maps
+from headgen.prior.demo.views import CellCache, cell_cameras, look_target, sample_cells
 from headgen.render.mesh_renderer import MeshRenderer
-
-
-@dataclass
-class DemoSettings:
-    bank_size: int = 16
-    """Targets in the unconditional mixture besides the run's own."""
-    lights: int = 3
-    """Lights per camera in the conditional data."""
-    texture_size: int = 256
-    """UV albedo size of the targets."""
-    supersample: int = 2
-    """Data renders are made at this multiple of the latent resolution and encoded at it."""
-    autoencoder: str = "block"
-    """block: 8x8 average pooling / nearest up-sampling; smooth: tent-window down-sampling and its
-    pseudo-inverse (:mod:`headgen.prior.demo.autoencoder`)."""
 
 
 def camera_lights(cameras: Cameras, count: int) -> list[Lights]:
@@ -88,13 +75,16 @@ class DemoWorld:
             raise HeadgenError(f"demo prior bank_size is at most {len(BANK_PROMPTS)}")
         self.bank = [self.target_for(p) for p in BANK_PROMPTS[: self.settings.bank_size]] + own
         self._renderers: dict[int, MeshRenderer] = {}
+        if self.settings.views not in ("exact", "ambiguous"):
+            raise HeadgenError(f"demo views '{self.settings.views}': use exact or ambiguous")
+        self.cells = CellCache(self.settings.cache_mb)
 
     @classmethod
     def for_run(cls, ctx: Any) -> DemoWorld:
         world = ctx.state.get("demo_world")
         if world is None:
             cfg = ctx.config
-            world = cls(ctx.head, cfg.prompt, cfg.edit_prompt or None, device=ctx.device)
+            world = cls(ctx.head, cfg.prompt, cfg.edit_prompt or None, settings=cfg.demo, device=ctx.device)
             ctx.state["demo_world"] = world
         return world
 
@@ -171,6 +161,39 @@ class DemoWorld:
             parts.append(cache[ck])
         return torch.cat(parts, dim=1)
 
+    def branch_data(self, targets: list[DemoTarget], views: Any, h: int, labels: list[str | None] | None,
+                    controlled: list[bool], cache: dict | None = None) -> list[Tensor]:
+        """Per sample, [M_i, D] latent data of a branch under ambiguous views: a controlled sample's
+        at its own camera (as :meth:`data`); a text-only sample's at its camera when its text's
+        sector allows it plus the sector's cached cells (``labels``: the view each sample's text
+        names, None: none)."""
+        exact_all = self.data(targets, views, h, h, cache)
+        cams = views.cameras
+        look = look_target(cams)
+        out = []
+        for i in range(cams.batch_size):
+            if controlled[i]:
+                out.append(exact_all[i])
+                continue
+            exact, cells = sample_cells(cams, i, labels[i] if labels is not None else None)
+            parts = [exact_all[i]] if exact else []
+            if cells:
+                parts += [self._cell_latents(t, views.image_key, h, look[i], cells) for t in targets]
+            out.append(torch.cat(parts, 0))
+        return out
+
+    def _cell_latents(self, target: DemoTarget, key: str, h: int, look: Tensor, cells: list) -> Tensor:
+        """[len(cells) * M, D] latents of ``target`` at ``cells`` (rendered once, then cached)."""
+        where = tuple(round(float(v), 3) for v in look)
+        got = {c: self.cells.lookup((target.name, key, h, where, c)) for c in cells}
+        missing = [c for c in cells if got[c] is None]
+        if missing:
+            z = self._latents(target, _CellViews(cell_cameras(missing, look, h), key), h)  # [n, M, D]
+            for c, zc in zip(missing, z):
+                self.cells.put((target.name, key, h, where, c), zc)
+                got[c] = zc
+        return torch.cat([got[c] for c in cells], 0)
+
     def _latents(self, target: DemoTarget, views: Any, h: int) -> Tensor:
         key = views.image_key
         if key == "uv_albedo":
@@ -191,3 +214,12 @@ class DemoWorld:
         else:
             z = self.ae.encode_data(imgs.flatten(0, 1), ss)
         return z.reshape(b, m, -1)
+
+
+@dataclass
+class _CellViews:
+    """What :meth:`DemoWorld._latents` reads of a ViewInfo, for cell renders (camera-fixed lights)."""
+
+    cameras: Cameras
+    image_key: str
+    lights: Lights | None = None
