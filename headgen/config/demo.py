@@ -21,7 +21,8 @@ class DemoSettings:
     views: Literal["exact", "ambiguous"] = "exact"
     """exact: every branch's data are rendered at the batch's own cameras (text branches "know"
     the camera); ambiguous: a text branch's data cover every azimuth its text allows
-    (:mod:`headgen.prior.demo.views`), a controlled sample's stay at its camera."""
+    (:mod:`headgen.prior.demo.views`), a landmark-controlled sample's are rendered at the camera
+    read from its landmark map."""
     cache_mb: float = 1024.0
     """Memory budget of the cached cell renders (ambiguous views)."""
     autoencoder: Literal["block", "smooth"] = "block"

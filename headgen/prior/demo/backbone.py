@@ -10,8 +10,11 @@ Which cameras the data are rendered at is ``demo.views``. exact: the batch's own
 branch (a text branch then already knows the camera; a ControlNet analogue has nothing to add and
 leaves the data unchanged, its passes still counted). ambiguous: a text branch's data cover every
 azimuth its text allows (:mod:`headgen.prior.demo.views`), the unconditional / negative branch's
-every azimuth, and a sample with an active control (landmark map, source render) is answered at
-its own camera, as a control image that states the camera exactly would.
+every azimuth. The landmark-ControlNet analogue reads its control image: the camera is inferred
+from the landmark map (:mod:`headgen.prior.demo.camera_reader`) and the data are rendered there,
+so a missing, mirrored or wrong map gives the wrong data; an empty map says nothing and the data
+are the text's. The InstructPix2Pix analogue still takes the batch's own camera (not yet read from
+its source render).
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from headgen.cameras import Cameras
 from headgen.errors import HeadgenError
 from headgen.prior.backbone import Branch, DiffusionBackbone, ViewInfo
 from headgen.prior.demo.autoencoder import LinearAutoencoder
 from headgen.prior.demo.denoiser import eps_prediction
+from headgen.prior.demo.views import look_target
 from headgen.prior.demo.world import DemoWorld
+
+LANDMARKS = "landmarks"
+"""The landmark ControlNet's role name (guidance.controlnet_sds.LANDMARKS)."""
 
 
 def sd_alphas_cumprod(num_train_timesteps: int = 1000) -> Tensor:
@@ -85,7 +93,8 @@ class DemoBackbone(DiffusionBackbone):
         for br in branches:
             targets = self.world.targets_for(br.subject, br.edit)
             if ambiguous:
-                per_sample = self.world.branch_data(targets, views, h, branch_views(br), controlled(br, b), cache)
+                modes, inferred = self._sample_modes(br, views, cache)
+                per_sample = self.world.branch_data(targets, views, h, branch_views(br), modes, inferred, cache)
                 eps = torch.cat([eps_prediction(x[i : i + 1], d[None].to(x), a[i : i + 1])
                                  for i, d in enumerate(per_sample)])
                 out.append(eps.view(b, c, h, w).to(z_t.dtype))
@@ -97,15 +106,32 @@ class DemoBackbone(DiffusionBackbone):
         return out
 
 
+    def _sample_modes(self, br: Branch, views: ViewInfo, cache: dict) -> tuple[list[str], Cameras | None]:
+        """Per sample, where its data come from: ``inferred`` (an active, non-empty landmark map:
+        the camera read from it), ``exact`` (another active control, e.g. the InstructPix2Pix
+        source render, taken as stating the camera exactly) or ``text`` (no control); and the
+        inferred cameras (None when no sample has one)."""
+        cams = views.cameras
+        b = cams.batch_size
+        modes = ["text"] * b
+        inferred = None
+        for control in br.controls:
+            active = [True] * b if control.active is None else [bool(v) for v in control.active.tolist()]
+            if control.name != LANDMARKS:
+                modes = ["exact" if a and m == "text" else m for m, a in zip(modes, active)]
+                continue
+            key = ("landmark-read", id(control.image))
+            if key not in cache:
+                cache[key] = self.world.camera_reader().read(control.image, cams)
+            az, el, readable = cache[key]
+            for i in range(b):
+                if active[i] and bool(readable[i]):
+                    modes[i] = "inferred"
+            inferred = Cameras.from_spherical(el, az, cams.distance.cpu(), torch.rad2deg(cams.fovy.cpu()),
+                                              cams.height, cams.width, target=look_target(cams).cpu())
+        return modes, inferred
+
+
 def branch_views(br: Branch) -> list[str | None] | None:
     """The view each sample's text names; the unconditional / negative branch names none."""
     return br.views if br.subject is not None else None
-
-
-def controlled(br: Branch, b: int) -> list[bool]:
-    """Per sample, whether a control image (a landmark map, the source render) tells the camera."""
-    out = [False] * b
-    for control in br.controls:
-        active = [True] * b if control.active is None else [bool(v) for v in control.active.tolist()]
-        out = [o or a for o, a in zip(out, active)]
-    return out

@@ -78,6 +78,7 @@ class DemoWorld:
         if self.settings.views not in ("exact", "ambiguous"):
             raise HeadgenError(f"demo views '{self.settings.views}': use exact or ambiguous")
         self.cells = CellCache(self.settings.cache_mb)
+        self._reader: Any = None
 
     @classmethod
     def for_run(cls, ctx: Any) -> DemoWorld:
@@ -162,18 +163,27 @@ class DemoWorld:
         return torch.cat(parts, dim=1)
 
     def branch_data(self, targets: list[DemoTarget], views: Any, h: int, labels: list[str | None] | None,
-                    controlled: list[bool], cache: dict | None = None) -> list[Tensor]:
-        """Per sample, [M_i, D] latent data of a branch under ambiguous views: a controlled sample's
-        at its own camera (as :meth:`data`); a text-only sample's at its camera when its text's
-        sector allows it plus the sector's cached cells (``labels``: the view each sample's text
-        names, None: none)."""
-        exact_all = self.data(targets, views, h, h, cache)
+                    modes: list[str], inferred: Cameras | None = None, cache: dict | None = None) -> list[Tensor]:
+        """Per sample, [M_i, D] latent data of a branch under ambiguous views, by the sample's mode:
+        ``exact``: at its own camera (as :meth:`data`); ``inferred``: at the camera ``inferred``
+        holds for it (read from its landmark map); ``text``: at its camera when its text's sector
+        allows it, plus the sector's cached cells (``labels``: the view each sample's text names)."""
+        cache = {} if cache is None else cache
         cams = views.cameras
+        exact_all = self.data(targets, views, h, h, cache)
+        inferred_all = None
+        if inferred is not None and "inferred" in modes:
+            key = ("inferred", tuple(round(float(v), 4) for v in torch.cat([inferred.azimuth, inferred.elevation])))
+            inferred_all = self.data(targets, _CellViews(inferred, views.image_key, views.lights), h, h,
+                                     cache.setdefault(key, {}))
         look = look_target(cams)
         out = []
         for i in range(cams.batch_size):
-            if controlled[i]:
+            if modes[i] == "exact":
                 out.append(exact_all[i])
+                continue
+            if modes[i] == "inferred":
+                out.append(inferred_all[i])
                 continue
             exact, cells = sample_cells(cams, i, labels[i] if labels is not None else None)
             parts = [exact_all[i]] if exact else []
@@ -181,6 +191,14 @@ class DemoWorld:
                 parts += [self._cell_latents(t, views.image_key, h, look[i], cells) for t in targets]
             out.append(torch.cat(parts, 0))
         return out
+
+    def camera_reader(self) -> Any:
+        """The landmark-ControlNet analogue's reader of landmark maps (templates of this head)."""
+        if self._reader is None:
+            from headgen.prior.demo.camera_reader import LandmarkCameraReader
+
+            self._reader = LandmarkCameraReader(self.head.landmarks_mediapipe())
+        return self._reader
 
     def _cell_latents(self, target: DemoTarget, key: str, h: int, look: Tensor, cells: list) -> Tensor:
         """[len(cells) * M, D] latents of ``target`` at ``cells`` (rendered once, then cached)."""
