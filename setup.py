@@ -42,6 +42,9 @@ setup(
         "Pillow>=10,<14",
         "matplotlib>=3.8,<4",
         "mediapipe>=0.10.14,<2",
+        # OpenCV as mediapipe pulls it (the contrib wheel: landmark maps, the Haar face cascade of
+        # headgen.bench.views); opencv-python would install a second cv2 over it.
+        "opencv-contrib-python>=4.8",
         "scipy>=1.11,<2",
     ],
     extras_require={

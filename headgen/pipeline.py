@@ -242,6 +242,8 @@ def _execute(ctx: RunContext, state: dict[str, Any], *, log: Any, resume: dict[s
                 entry["peak_gpu_mb"] = round(max(_number(entry.get("peak_gpu_mb")), memory.gpu_mb), 1)
             ctx.run_dir.write_state(state)
         _score(ctx, name)
+        if name == _final_stage(ctx):
+            _view_scores(ctx)
         entry["status"] = DONE
         entry["steps"] = stage.steps
         ctx.run_dir.write_state(state)
@@ -276,6 +278,34 @@ def _score(ctx: RunContext, stage: str) -> None:
         source = world.target_for(ctx.config.prompt)
         for key, value in edit_region_scores(rep, world, source, edited).items():
             ctx.metrics[f"{stage}/edit_{key}"] = round(value, 5)
+
+
+def _final_stage(ctx: RunContext) -> str | None:
+    """The last stage that makes or changes the head (exports only write it out)."""
+    names = [n for n, c in ctx.config.stages.items() if c.type != "export"]
+    return names[-1] if names else None
+
+
+def _view_scores(ctx: RunContext) -> None:
+    """View consistency of the finished head (:mod:`headgen.bench.views`): the face detector's
+    ``views/janus_faces`` and ``views/front_face`` for any prior, and under the demo prior the
+    PSNR per azimuth sector against the target."""
+    from headgen.geometry.mesh import SurfaceGeometry
+
+    rep = ctx.state.get("representation")
+    surface = rep.render_input() if rep is not None else None
+    if not isinstance(surface, SurfaceGeometry):
+        return
+    from headgen.bench.views import janus_scores, sector_psnr
+
+    scores = janus_scores(surface, ctx.device)
+    world = ctx.state.get("demo_world")
+    if world is not None:
+        target = world.target_for(ctx.config.prompt, ctx.config.edit_prompt or None)
+        scores.update(sector_psnr(surface, target.surface(world.head, ctx.device), device=ctx.device))
+        scores.update({f"demo_{k}": v for k, v in world.cells.stats().items()})
+    for key, value in scores.items():
+        ctx.metrics[f"views/{key}"] = round(float(value), 4)
 
 
 def _write_summary(ctx: RunContext, state: dict[str, Any]) -> None:

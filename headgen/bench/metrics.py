@@ -183,6 +183,19 @@ def demo_ground_truth(ctx: RunContext, representation: Any, size: int = GT_SIZE)
 
 
 # ------------------------------------------------------------------------------- one run
+def view_metrics(ctx: RunContext, rep: Any, prior: str, device: torch.device) -> dict[str, float]:
+    """``janus_faces``, ``front_face`` (any prior) and ``psnr_front/side/back`` (demo) of the final head
+    (:mod:`headgen.bench.views`)."""
+    from headgen.bench.views import janus_scores, sector_psnr
+
+    surface = final_surface(rep)
+    out = janus_scores(surface, device)
+    if prior == "demo":
+        world = demo_world(ctx)
+        out.update(sector_psnr(surface, world.target.surface(world.head, device), device=device))
+    return out
+
+
 def score_run(root: str | Path, *, prior: str, clip_models: list[str], demo_clip: bool,
               models: dict[str, ModelSpec] | None, resolution: int, device: torch.device,
               gt_resolution: int = GT_SIZE) -> tuple[dict, list[str]]:
@@ -207,6 +220,7 @@ def score_run(root: str | Path, *, prior: str, clip_models: list[str], demo_clip
             scorer = clip_scorer(name, specs[name], device)
             score = clip_score_views(scorer, images, ctx.config.prompt)
             metrics[f"clip_{name.removeprefix('clip_')}"] = round(score, 4)
+        metrics.update({k: round(v, 4) for k, v in view_metrics(ctx, rep, prior, device).items()})
         if demo_clip and prior == "demo" and images is not None:
             from headgen.prior.demo.clip import DemoClip
 

@@ -20,7 +20,7 @@ FIXED = ["key", "method", "prompt", "seed", "status", "error", "prior", "device"
 TAIL = ["run_dir", "log", "notes"]
 SUMMARY = [("wall_seconds", "wall s"), ("total_seconds", "stages s"), ("its", "it/s"),
            ("peak_cpu_rss_mb", "peak RSS MB"), ("peak_gpu_mb", "peak GPU MB")]
-LOWER_IS_BETTER = {"geometry_error", "identity_distance", "landmark_error_px"}
+LOWER_IS_BETTER = {"geometry_error", "identity_distance", "landmark_error_px", "janus_faces"}
 PLOTS = {"time": "time_per_method.png", "metrics": "metrics_per_method.png", "loss": "loss_curves.png"}
 
 
@@ -135,8 +135,10 @@ METRIC_DOC = (
     "clip_b32 / clip_l14: 100 x cosine(view, prompt) averaged over 8 views around the head (elevation 5, every "
     "45 degrees); clip_demo: the demo prior's CLIP analogue (not a text model); psnr (dB), silhouette_iou, "
     "geometry_error (head heights), identity_distance, landmark_error_px (pixels at gt_resolution, 128 by "
-    "default): against the demo prior's target of the prompt; times are wall-clock seconds, it/s over "
-    "optimisation stages."
+    "default): against the demo prior's target of the prompt; psnr_front / psnr_side / psnr_back: PSNR of a "
+    "24-frame turntable per azimuth sector; janus_faces: turntable frames with |azimuth| >= 120 where OpenCV's "
+    "Haar frontal-face cascade finds a face, front_face: 1 when it finds one at azimuth 0; times are wall-clock "
+    "seconds, it/s over optimisation stages."
 )
 
 

@@ -99,8 +99,8 @@ def _cv2():
         import cv2
     except ImportError as exc:
         raise HeadgenError(
-            "the landmark map draws with OpenCV; install it with `pip install opencv-python` "
-            "(mediapipe normally brings it)"
+            "the landmark map draws with OpenCV; install it with `pip install opencv-contrib-python` "
+            "(mediapipe normally brings it; not opencv-python, which would install a second cv2 over it)"
         ) from exc
     return cv2
 
