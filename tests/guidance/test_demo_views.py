@@ -92,7 +92,8 @@ def test_every_branch_is_the_posterior_mean_over_its_enumerated_data(world, t):
     drawn = render_landmark_map(world.head.landmarks_mediapipe(), cams)
     lm = Control("landmarks", drawn, active=torch.tensor([True, False, True]))
     empty = Control("landmarks", torch.zeros(b, RES, RES, 3))
-    ip2p = Control("ip2p", torch.zeros(b, RES, RES, 3))
+    source = world.images(own, cams, "rgb", RES // 2)[:, 0]  # the source head's render at the cameras
+    ip2p = Control("ip2p", source)
     views3 = ["front", "side", "back"]
     branches = {
         "text, view-dependent": (Branch(["x"] * b, subject=PROMPT, views=views3), [own], "text"),
@@ -102,18 +103,23 @@ def test_every_branch_is_the_posterior_mean_over_its_enumerated_data(world, t):
         "landmark ControlNet": (Branch(["x"] * b, [lm], subject=PROMPT, views=views3), [own], "inferred"),
         "empty landmark map": (Branch(["x"] * b, [empty], subject=PROMPT, views=views3), [own], "text"),
         "InstructPix2Pix": (Branch(["e"] * b, [ip2p], subject=PROMPT, edit=EDIT), [world.target_for(PROMPT, EDIT)],
-                            "exact"),
+                            "inferred-ip2p"),
     }
     views = ViewInfo(cams, lights, "rgb")
     got = backbone.eps(z_t, tt, [br for br, _, _ in branches.values()], views)
     a = backbone.alphas_cumprod[t]
     inferred = world.camera_reader().read(drawn, cams)
+    inferred_ip2p = world.render_reader().read(source, cams)
+    assert ((inferred_ip2p[0] - cams.azimuth + 180) % 360 - 180).abs().max() < 10
     for (name, (br, targets, mode)), eps in zip(branches.items(), got):
         for i in range(b):
             active = all(c.active is None or bool(c.active[i]) for c in br.controls)
             sample_mode = mode if active else "text"
             label = br.views[i] if br.views is not None and br.subject is not None else None
-            data = enumerate_data(world, targets, cams, i, label, sample_mode, lights, inferred)
+            if sample_mode == "inferred-ip2p":
+                data = enumerate_data(world, targets, cams, i, label, "inferred", lights, inferred_ip2p)
+            else:
+                data = enumerate_data(world, targets, cams, i, label, sample_mode, lights, inferred)
             want = brute_eps(z_t[i].flatten(), data, a)
             rel = float((eps[i].flatten().double() - want).norm() / want.norm())
             assert rel < 1e-5, (name, i, rel)

@@ -13,8 +13,7 @@ azimuth its text allows (:mod:`headgen.prior.demo.views`), the unconditional / n
 every azimuth. The landmark-ControlNet analogue reads its control image: the camera is inferred
 from the landmark map (:mod:`headgen.prior.demo.camera_reader`) and the data are rendered there,
 so a missing, mirrored or wrong map gives the wrong data; an empty map says nothing and the data
-are the text's. The InstructPix2Pix analogue still takes the batch's own camera (not yet read from
-its source render).
+are the text's. The InstructPix2Pix analogue reads the camera off its source render likewise.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from headgen.prior.demo.denoiser import eps_prediction
 from headgen.prior.demo.views import look_target
 from headgen.prior.demo.world import DemoWorld
 
-LANDMARKS = "landmarks"
-"""The landmark ControlNet's role name (guidance.controlnet_sds.LANDMARKS)."""
+LANDMARKS, IP2P = "landmarks", "ip2p"
+"""The ControlNets' role names (guidance.controlnet_sds.LANDMARKS, guidance.iesd.IP2P)."""
 
 
 def sd_alphas_cumprod(num_train_timesteps: int = 1000) -> Tensor:
@@ -107,28 +106,32 @@ class DemoBackbone(DiffusionBackbone):
 
 
     def _sample_modes(self, br: Branch, views: ViewInfo, cache: dict) -> tuple[list[str], Cameras | None]:
-        """Per sample, where its data come from: ``inferred`` (an active, non-empty landmark map:
-        the camera read from it), ``exact`` (another active control, e.g. the InstructPix2Pix
-        source render, taken as stating the camera exactly) or ``text`` (no control); and the
-        inferred cameras (None when no sample has one)."""
+        """Per sample, where its data come from: ``inferred`` (the camera read from an active,
+        non-blank control image: the landmark map first, else the InstructPix2Pix source render),
+        ``exact`` (another active control, taken as stating the camera exactly) or ``text`` (no
+        control); and the inferred cameras (None when no sample has one)."""
         cams = views.cameras
         b = cams.batch_size
         modes = ["text"] * b
-        inferred = None
-        for control in br.controls:
+        az, el = cams.azimuth.cpu().clone(), cams.elevation.cpu().clone()
+        readers = {LANDMARKS: self.world.camera_reader, IP2P: self.world.render_reader}
+        for control in sorted(br.controls, key=lambda c: c.name != LANDMARKS):  # landmark maps first
             active = [True] * b if control.active is None else [bool(v) for v in control.active.tolist()]
-            if control.name != LANDMARKS:
+            if control.name not in readers:
                 modes = ["exact" if a and m == "text" else m for m, a in zip(modes, active)]
                 continue
-            key = ("landmark-read", id(control.image))
+            key = ("camera-read", control.name, id(control.image))
             if key not in cache:
-                cache[key] = self.world.camera_reader().read(control.image, cams)
-            az, el, readable = cache[key]
+                cache[key] = readers[control.name]().read(control.image, cams)
+            read_az, read_el, readable = cache[key]
             for i in range(b):
-                if active[i] and bool(readable[i]):
+                if active[i] and bool(readable[i]) and modes[i] != "inferred":
                     modes[i] = "inferred"
-            inferred = Cameras.from_spherical(el, az, cams.distance.cpu(), torch.rad2deg(cams.fovy.cpu()),
-                                              cams.height, cams.width, target=look_target(cams).cpu())
+                    az[i], el[i] = read_az[i], read_el[i]
+        if "inferred" not in modes:
+            return modes, None
+        inferred = Cameras.from_spherical(el, az, cams.distance.cpu(), torch.rad2deg(cams.fovy.cpu()),
+                                          cams.height, cams.width, target=look_target(cams).cpu())
         return modes, inferred
 
 

@@ -9,11 +9,14 @@ of view, and refines the best grid match by a parabola through its neighbours' s
 Only where lines are drawn counts, not their colours: a horizontally mirrored map then reads as the
 mirrored viewpoint (an azimuth-40 map mirrored reads as about -40), as the geometry of a
 left-right symmetric face says. An empty map says nothing; the caller falls back to the text.
+The InstructPix2Pix analogue reads its source render the same way, against grey-scale renders of
+the demo target.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,11 +59,19 @@ def _features(mask: Tensor) -> Tensor:
     return f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
-class LandmarkCameraReader:
-    """Infers (azimuth, elevation) of landmark maps of the head model's landmarks ``points`` [N,3]."""
+class CameraReader:
+    """Infers (azimuth, elevation) of images by normalised cross-correlation with templates drawn
+    on the azimuth / elevation grid at the sample's distance and field of view (quantised)."""
 
-    def __init__(self, points: Tensor):
-        self.points = points.detach().float().cpu()
+    def _draw(self, cams: Cameras) -> Tensor:
+        """[N,SIZE,SIZE] template images at ``cams``."""
+        raise NotImplementedError
+
+    def _image(self, images: Tensor) -> Tensor:
+        """[B,SIZE,SIZE] comparable form of input images [B,H,W,3]."""
+        raise NotImplementedError
+
+    def __init__(self) -> None:
         self._templates: dict[tuple[float, float], Tensor] = {}
 
     def templates(self, distance: float, fovy_deg: float) -> Tensor:
@@ -70,19 +81,20 @@ class LandmarkCameraReader:
             az = AZIMUTHS.repeat(len(ELEVATIONS))
             el = ELEVATIONS.repeat_interleave(len(AZIMUTHS))
             cams = Cameras.from_spherical(el, az, torch.full_like(az, key[0]), torch.full_like(az, key[1]), SIZE)
-            self._templates[key] = _features(drawn(render_landmark_map(self.points, cams, back_view="oval")))
+            self._templates[key] = _features(self._draw(cams))
         return self._templates[key]
 
-    def read(self, maps: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor, Tensor]:
-        """For landmark maps [B,H,W,3] drawn at the distances and fields of view of ``cameras``:
-        inferred azimuth [B] and elevation [B] (degrees) and [B] bool whether the map showed
-        anything (False: empty map, azimuth and elevation meaningless)."""
-        masks = drawn(maps.detach().float().cpu())
-        readable = masks.flatten(1).sum(1) > 0
-        feats = _features(masks)
-        az_out, el_out = torch.zeros(len(masks)), torch.zeros(len(masks))
+    def read(self, images: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor, Tensor]:
+        """For images [B,H,W,3] made at the distances and fields of view of ``cameras``: inferred
+        azimuth [B] and elevation [B] (degrees) and [B] bool whether the image showed anything
+        (False: blank, azimuth and elevation meaningless)."""
+        small = self._image(images.detach().float().cpu())
+        flat = small.flatten(1)
+        readable = (flat.amax(1) - flat.amin(1)) > 1e-6
+        feats = _features(small)
+        az_out, el_out = torch.zeros(len(small)), torch.zeros(len(small))
         na, ne = len(AZIMUTHS), len(ELEVATIONS)
-        for i in range(len(masks)):
+        for i in range(len(small)):
             if not readable[i]:
                 continue
             tpl = self.templates(float(cameras.distance[i]), math.degrees(float(cameras.fovy[i])))
@@ -94,6 +106,50 @@ class LandmarkCameraReader:
             az_out[i] = (float(AZIMUTHS[a]) + 5.0 * da + 180.0) % 360.0 - 180.0
             el_out[i] = float(ELEVATIONS[e]) + 5.0 * de
         return az_out, el_out, readable
+
+
+class LandmarkCameraReader(CameraReader):
+    """Reads landmark maps against the maps of the head model's landmarks ``points`` [N,3]."""
+
+    def __init__(self, points: Tensor):
+        super().__init__()
+        self.points = points.detach().float().cpu()
+
+    def _draw(self, cams: Cameras) -> Tensor:
+        return drawn(render_landmark_map(self.points, cams, back_view="oval"))
+
+    def _image(self, images: Tensor) -> Tensor:
+        return drawn(images)
+
+
+class RenderCameraReader(CameraReader):
+    """Reads renders of a head (the InstructPix2Pix analogue's source render) against grey-scale
+    renders of the demo target ``render(cams) -> [N,SIZE,SIZE,3]``: what a model conditioned on
+    the source image sees of the viewpoint. The grid is the landmark reader's."""
+
+    def __init__(self, render: Any):
+        super().__init__()
+        self.render = render
+
+    def _draw(self, cams: Cameras) -> Tensor:
+        return torch.cat([self._image(self.render(c)) for c in _chunks(cams, 256)])
+
+    def _image(self, images: Tensor) -> Tensor:
+        grey = images.float().mean(-1)[:, None]
+        if grey.shape[-1] != SIZE:
+            grey = F.interpolate(grey, size=(SIZE, SIZE), mode="area")
+        return grey[:, 0]
+
+
+def _chunks(cams: Cameras, n: int) -> list[Cameras]:
+    from dataclasses import replace
+
+    out = []
+    for i in range(0, cams.batch_size, n):
+        s = slice(i, i + n)
+        out.append(replace(cams, c2w=cams.c2w[s], fovy=cams.fovy[s], elevation=cams.elevation[s],
+                           azimuth=cams.azimuth[s], distance=cams.distance[s]))
+    return out
 
 
 def _parabola(left: Tensor, mid: Tensor, right: Tensor) -> float:

@@ -79,6 +79,7 @@ class DemoWorld:
             raise HeadgenError(f"demo views '{self.settings.views}': use exact or ambiguous")
         self.cells = CellCache(self.settings.cache_mb)
         self._reader: Any = None
+        self._render_reader: Any = None
 
     @classmethod
     def for_run(cls, ctx: Any) -> DemoWorld:
@@ -191,6 +192,21 @@ class DemoWorld:
                 parts += [self._cell_latents(t, views.image_key, h, look[i], cells) for t in targets]
             out.append(torch.cat(parts, 0))
         return out
+
+    def render_reader(self) -> Any:
+        """The InstructPix2Pix analogue's reader of source renders (templates: the source target,
+        lit by a key light from the camera, white background)."""
+        if self._render_reader is None:
+            from headgen.prior.demo.camera_reader import SIZE, RenderCameraReader
+
+            ss = self.settings.supersample
+            source = self.target
+
+            def render(cams: Cameras) -> Tensor:
+                return self.images(source, cams.to(self.device), "rgb", SIZE // ss)[:, 0].cpu()  # key light
+
+            self._render_reader = RenderCameraReader(render)
+        return self._render_reader
 
     def camera_reader(self) -> Any:
         """The landmark-ControlNet analogue's reader of landmark maps (templates of this head)."""
