@@ -2,11 +2,18 @@
 
     python benchmarks/bench_guidance_speed.py --size tiny            # tiny random SD (seconds)
     python benchmarks/bench_guidance_speed.py --size full --device cuda --dtype float16
+    python benchmarks/bench_guidance_speed.py --size demo            # the demo prior: exact vs ambiguous views
 
 `full` builds SD 1.5-sized UNet / VAE / text encoder / ControlNets with random weights (no
 download), so timings are real. Each step: VAE-encode the 512 px render (rgb guidance), one
 batched UNet call, ControlNet call(s), backward of the SDS loss into the render. The ratio says
 how much time the guidance adds around its model passes (1.0 = none).
+
+`demo` times each guidance on the demo prior, with the data rendered at the batch's cameras
+(``demo.views: exact``) and over the azimuths each text allows (``ambiguous``: cells cached across
+steps), at random cameras each step like an optimise stage: the first step (cold cache), the mean of
+the later steps, the mean of the last quarter (a warm cache), and the cell cache's size and cells
+touched.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ def timed(fn, device: torch.device, repeat: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=["tiny", "full"], default="tiny")
+    p.add_argument("--size", choices=["tiny", "full", "demo"], default="tiny")
+    p.add_argument("--steps", type=int, default=80, help="demo: steps per guidance (random cameras)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--batch", type=int, default=1)
@@ -51,6 +59,8 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=None, metavar="GUIDANCE",
                    help="time only these guidance (e.g. --only iesd); full-size CPU runs take minutes each")
     args = p.parse_args()
+    if args.size == "demo":
+        return demo_main(args)
     device = torch.device(args.device)
     res = 512 if args.size == "full" else 64
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +125,63 @@ def main() -> None:
 
             dt = timed(step, device, args.repeat)
             print(f"{name:16s} {dt * 1000:9.1f} {passes * 1000:10.1f} {dt / passes:6.2f}", flush=True)
+
+
+DEMO_CASES = [
+    ("sds", {}, "rgb"),
+    ("controlnet-sds", {"controlnet": "cn"}, "rgb"),
+    ("ssd", {"controlnet": "cn", "prompt": {"view_dependent": True}}, "normal"),
+    ("iesd", {"controlnet": "cn", "ip2p_controlnet": "ip2p", "edit_prompt": "with dark skin"}, "rgb"),
+]
+
+
+def demo_main(args: argparse.Namespace) -> None:
+    from headgen.camera_sampling import view_labels
+    from headgen.cameras import Lights
+    from headgen.config.demo import DemoSettings
+    from headgen.heads.builtin import BuiltinHead
+    from headgen.prior.demo.backbone import DemoBackbone
+    from headgen.prior.demo.world import DemoWorld
+    from headgen.render.landmarks import render_landmark_map
+
+    head = BuiltinHead(parse(BuiltinHead.Config, {})).load()
+    res, b = 128, args.batch
+    prompt = "an old sailor with a grey beard"
+    print(f"demo prior, builtin head, {torch.get_num_threads()} threads, batch {b}, render {res}px, "
+          f"{args.steps} steps at random cameras (azimuth -180..180, elevation -10..45, fov 30..50)")
+    print(f"{'guidance':16s} {'views':10s} {'first ms':>9s} {'mean ms':>9s} {'last 1/4 ms':>12s} {'cells':>6s} "
+          f"{'cache MB':>9s}")
+    for name, cfg, key in DEMO_CASES:
+        if args.only and name not in args.only:
+            continue
+        for views in ("exact", "ambiguous"):
+            world = DemoWorld(head, prompt, "with dark skin", settings=DemoSettings(views=views))
+            bb = DemoBackbone(world, controlnets=["landmarks", "ip2p"])
+            cls = lookup("guidance", name)
+            g = cls(parse(cls.Config, {"model": "sd", "resolution": res, "image_key": key, **cfg}), None, backbone=bb)
+            gen = torch.Generator().manual_seed(0)
+            times = []
+            for _ in range(args.steps):
+                az = torch.rand(b, generator=gen) * 360 - 180
+                el = torch.rand(b, generator=gen) * 55 - 10
+                fov = torch.rand(b, generator=gen) * 20 + 30
+                cams = Cameras.from_spherical(el, az, torch.full((b,), 3.0), fov, res)
+                lights = Lights.headlight(cams)
+                render = torch.rand(b, res, res, 3).requires_grad_(True)
+                t0 = time.perf_counter()
+                lmk = render_landmark_map(head.landmarks_mediapipe(), cams)
+                source = world.images(world.target, cams, "rgb", res // 2)[:, 0]
+                inp = GuidanceInput({key: render}, cams, view_labels(cams), prompt, 0, lights=lights,
+                                    inputs={"landmark_map": lmk, "source_render": source})
+                out = g(inp, gen)
+                sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+                times.append(time.perf_counter() - t0)
+            stats = world.cells.stats()
+            later = sum(times[1:]) / max(1, len(times) - 1)
+            tail = times[-max(1, len(times) // 4):]
+            print(f"{name:16s} {views:10s} {times[0] * 1000:9.1f} {later * 1000:9.1f} "
+                  f"{sum(tail) / len(tail) * 1000:12.1f} {stats['cells_touched']:6d} {stats['cache_peak_mb']:9.1f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

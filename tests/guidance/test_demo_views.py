@@ -38,8 +38,8 @@ def enumerate_data(world, targets, cams, i, label, mode, lights, inferred=None):
     """The data set of sample i, built from the documented rules alone. ``exact`` / ``inferred``:
     the sample's own / the landmark-read camera, under the sample's light and the camera-fixed
     lights. ``text``: the exact camera when the text's sector allows it, plus every other 15-degree
-    grid azimuth of the sector at the camera's elevation / distance / fov quantised to 5 deg / 0.1 /
-    5 deg, under camera-fixed lights."""
+    grid azimuth of the sector at the camera's elevation / distance / fov quantised to 15 deg /
+    0.25 / 10 deg, under camera-fixed lights."""
     h, ss = RES // 8, world.settings.supersample
     az = float(cams.azimuth[i])
     rows = []
@@ -60,8 +60,8 @@ def enumerate_data(world, targets, cams, i, label, mode, lights, inferred=None):
         rows += [encode(t, single(az, float(cams.elevation[i])), own_light) for t in targets]
     if mode == "text":
         q = lambda v, s: round(v / s) * s  # noqa: E731
-        el, dist = q(float(cams.elevation[i]), 5.0), q(float(cams.distance[i]), 0.1)
-        fov = q(math.degrees(float(cams.fovy[i])), 5.0)
+        el, dist = q(float(cams.elevation[i]), 15.0), q(float(cams.distance[i]), 0.25)
+        fov = q(math.degrees(float(cams.fovy[i])), 10.0)
         skip = own_cell(az) if in_sector(label, az) else None
         for g in GRID:
             if in_sector(label, g) and g != skip:

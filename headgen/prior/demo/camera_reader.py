@@ -25,8 +25,6 @@ from torch import Tensor
 from headgen.cameras import Cameras
 from headgen.render.landmarks import render_landmark_map
 
-AZIMUTHS = torch.arange(-180.0, 180.0, 5.0)
-ELEVATIONS = torch.arange(-40.0, 65.0, 5.0)
 SIZE = 64
 """Maps are compared at 64 px (area-averaged, then blurred)."""
 BLUR_SIGMA = 1.5
@@ -61,7 +59,10 @@ def _features(mask: Tensor) -> Tensor:
 
 class CameraReader:
     """Infers (azimuth, elevation) of images by normalised cross-correlation with templates drawn
-    on the azimuth / elevation grid at the sample's distance and field of view (quantised)."""
+    on an azimuth / elevation grid (``step`` degrees) at the sample's distance and field of view
+    (quantised), refined by a parabola through the best match's neighbours."""
+
+    step = 5.0
 
     def _draw(self, cams: Cameras) -> Tensor:
         """[N,SIZE,SIZE] template images at ``cams``."""
@@ -73,13 +74,15 @@ class CameraReader:
 
     def __init__(self) -> None:
         self._templates: dict[tuple[float, float], Tensor] = {}
+        self.azimuths = torch.arange(-180.0, 180.0, self.step)
+        self.elevations = torch.arange(-40.0, 60.0 + 1e-3, self.step)
 
     def templates(self, distance: float, fovy_deg: float) -> Tensor:
         """[A*E, SIZE*SIZE] template features at one (distance, fov), drawn once (quantised)."""
         key = (round(distance, 1), round(fovy_deg / 5.0) * 5.0)
         if key not in self._templates:
-            az = AZIMUTHS.repeat(len(ELEVATIONS))
-            el = ELEVATIONS.repeat_interleave(len(AZIMUTHS))
+            az = self.azimuths.repeat(len(self.elevations))
+            el = self.elevations.repeat_interleave(len(self.azimuths))
             cams = Cameras.from_spherical(el, az, torch.full_like(az, key[0]), torch.full_like(az, key[1]), SIZE)
             self._templates[key] = _features(self._draw(cams))
         return self._templates[key]
@@ -93,7 +96,7 @@ class CameraReader:
         readable = (flat.amax(1) - flat.amin(1)) > 1e-6
         feats = _features(small)
         az_out, el_out = torch.zeros(len(small)), torch.zeros(len(small))
-        na, ne = len(AZIMUTHS), len(ELEVATIONS)
+        na, ne = len(self.azimuths), len(self.elevations)
         for i in range(len(small)):
             if not readable[i]:
                 continue
@@ -103,8 +106,8 @@ class CameraReader:
             e, a = divmod(k, na)
             da = _parabola(score[e, (a - 1) % na], score[e, a], score[e, (a + 1) % na])
             de = _parabola(score[e - 1, a], score[e, a], score[e + 1, a]) if 0 < e < ne - 1 else 0.0
-            az_out[i] = (float(AZIMUTHS[a]) + 5.0 * da + 180.0) % 360.0 - 180.0
-            el_out[i] = float(ELEVATIONS[e]) + 5.0 * de
+            az_out[i] = (float(self.azimuths[a]) + self.step * da + 180.0) % 360.0 - 180.0
+            el_out[i] = float(self.elevations[e]) + self.step * de
         return az_out, el_out, readable
 
 
@@ -125,7 +128,11 @@ class LandmarkCameraReader(CameraReader):
 class RenderCameraReader(CameraReader):
     """Reads renders of a head (the InstructPix2Pix analogue's source render) against grey-scale
     renders of the demo target ``render(cams) -> [N,SIZE,SIZE,3]``: what a model conditioned on
-    the source image sees of the viewpoint. The grid is the landmark reader's."""
+    the source image sees of the viewpoint. A 10-degree grid: each template is a mesh render
+    (396 of them per distance / fov cell, about 3 s; the 5-degree grid took 11 s), and the
+    parabola reads 40 random cameras within 5.3 degrees (median 0.7; 1.7 at most on a 5-degree grid)."""
+
+    step = 10.0
 
     def __init__(self, render: Any):
         super().__init__()

@@ -32,7 +32,7 @@ from headgen.config.demo import DemoSettings
 from headgen.errors import HeadgenError
 from headgen.prior.demo.autoencoder import AUTOENCODERS, LinearAutoencoder
 from headgen.prior.demo.targets import BANK_PROMPTS, DemoTarget, TexelMaps, make_target, texel_maps
-from headgen.prior.demo.views import CellCache, cell_cameras, look_target, sample_cells
+from headgen.prior.demo.views import CellCache, cell_cameras, in_sector, look_target, sample_cells
 from headgen.render.mesh_renderer import MeshRenderer
 
 
@@ -171,7 +171,10 @@ class DemoWorld:
         allows it, plus the sector's cached cells (``labels``: the view each sample's text names)."""
         cache = {} if cache is None else cache
         cams = views.cameras
-        exact_all = self.data(targets, views, h, h, cache)
+        labels_or_none = labels if labels is not None else [None] * cams.batch_size
+        needs_exact = any(m == "exact" or (m == "text" and in_sector(lab, float(a)))
+                          for m, lab, a in zip(modes, labels_or_none, cams.azimuth.tolist()))
+        exact_all = self.data(targets, views, h, h, cache) if needs_exact else None
         inferred_all = None
         if inferred is not None and "inferred" in modes:
             key = ("inferred", tuple(round(float(v), 4) for v in torch.cat([inferred.azimuth, inferred.elevation])))
