@@ -17,7 +17,9 @@ CPU: one table per weights dtype (``--dtypes``, default float32 and bfloat16). G
 available): fp16, then with ``--variants`` each of the model config's speed options on top of it
 (``channels_last``, ``attention: classic`` against diffusers' SDPA default, ``compile``), each
 with its step-time ratio to plain fp16. The editing recipes edit the result of their source
-recipe's benchmark run (full-size sizes), so run them after it (the default order does).
+recipe's benchmark run (full-size sizes), so run them after it (the default order does) or pass
+``--source-run RECIPE=RUN_DIR``. Each recipe runs in its own process (in one process the CPU run
+kept earlier recipes' memory and reached 24 GB).
 
 The figures are for the hardware it runs on, in one run; results are noise (random weights).
 """
@@ -207,6 +209,46 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def child(args: argparse.Namespace) -> None:
+    """One recipe in this process (the parent runs each recipe in its own process, so that one
+    recipe's models are freed before the next: in one process the CPU run reached 24 GB)."""
+    timer = StepTimer()
+    install(timer)
+    options = json.loads(args.child_options)
+    extra = [f"source={args.child_source}"] if args.child_source else []
+    out = {"recipe": args.child, "rows": [], "run": None}
+    try:
+        run = run_recipe(args.child, Path(args.output_dir), extra, options, args.warmup, args.steps,
+                         Path(args.output_dir) / "bench_step.log")
+        out["run"] = str(run)
+        out["rows"] = summarise(timer.rows, args.warmup)
+    except Exception as exc:
+        out["error"] = str(exc)
+    Path(args.child_out).write_text(json.dumps(out))
+
+
+def run_child(args: argparse.Namespace, recipe: str, options: list[str], source: Path | None) -> dict[str, Any]:
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        result = Path(f.name)
+    cmd = [sys.executable, __file__, "--child", recipe, "--child-options", json.dumps(options),
+           "--child-out", str(result), "--output-dir", args.output_dir, "--steps", str(args.steps),
+           "--warmup", str(args.warmup)]
+    if source is not None:
+        cmd += ["--child-source", str(source)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return json.loads(result.read_text())
+    except (OSError, ValueError):
+        return {"recipe": recipe, "rows": [], "error": f"exit {proc.returncode}: {(proc.stderr or '')[-1500:]}"}
+    finally:
+        result.unlink(missing_ok=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", nargs="+", default=RECIPES, choices=RECIPES)
@@ -217,10 +259,17 @@ def main() -> None:
     p.add_argument("--variants", action="store_true", help="GPU: also each speed option on top of fp16")
     p.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
     p.add_argument("--output-dir", default="outputs/bench-step", help="run directories and the log go here")
+    p.add_argument("--source-run", action="append", default=[], metavar="RECIPE=RUN_DIR",
+                   help="an earlier full-size benchmark run of an editing recipe's source recipe "
+                        "(e.g. headsculpt=outputs/bench-step/headsculpt/...), when that recipe is not benchmarked now")
     p.add_argument("--out", default=None, help="write the figures as JSON here too")
+    for hidden in ("--child", "--child-options", "--child-out", "--child-source"):
+        p.add_argument(hidden, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args)
     gpu = torch.cuda.is_available()
     if gpu:
         configs = {name: ["dtype=float16", *opts] for name, opts in VARIANTS.items()}
@@ -235,29 +284,27 @@ def main() -> None:
     print(f"bench_step: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.warmup} warm-up + {args.steps} timed step(s) per optimise stage; full size, random weights; "
           f"log: {log}", flush=True)
-
-    timer = StepTimer()
-    install(timer)
+    given = dict(item.split("=", 1) for item in args.source_run)
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
     for precision, options in configs.items():
-        sources: dict[str, Path] = {}
+        sources: dict[str, Path] = {k: Path(v) for k, v in given.items()}
         for recipe in args.recipes:
-            extra = []
+            source = None
             if recipe in SOURCES:
-                if SOURCES[recipe] not in sources:
-                    print(f"  {recipe}: skipped (it edits a {SOURCES[recipe]} run: benchmark that recipe too)")
+                source = sources.get(SOURCES[recipe])
+                if source is None:
+                    print(f"  {recipe}: skipped (it edits a {SOURCES[recipe]} run: benchmark that recipe too, "
+                          f"or pass --source-run {SOURCES[recipe]}=RUN_DIR)")
                     continue
-                extra.append(f"source={sources[SOURCES[recipe]]}")
-            timer.rows.clear()
             t0 = time.perf_counter()
-            try:
-                sources[recipe] = run_recipe(recipe, out, extra, options, args.warmup, args.steps, log)
-            except Exception as exc:  # one failed recipe does not lose the others' figures
-                print(f"  {recipe} [{precision}]: FAILED: {exc}".splitlines()[0], flush=True)
-                results.append({"recipe": recipe, "precision": precision, "error": str(exc)})
+            got = run_child(args, recipe, options, source)
+            if "error" in got:
+                print(f"  {recipe} [{precision}]: FAILED: {got['error']}".splitlines()[0], flush=True)
+                results.append({"recipe": recipe, "precision": precision, "error": got["error"]})
                 continue
-            for row in summarise(timer.rows, args.warmup):
+            sources[recipe] = Path(got["run"])
+            for row in got["rows"]:
                 results.append({"recipe": recipe, "precision": precision, **row})
                 print(f"  {recipe:<16} {row['stage']:<16} {precision:<24} step {row['seconds']:7.2f} s, "
                       f"model passes {100 * row['model_passes'] / row['seconds']:3.0f}%, "
@@ -266,8 +313,8 @@ def main() -> None:
     if gpu and len(configs) > 1:
         ok = [r for r in results if "error" not in r]
         base = {(r["recipe"], r["stage"]): r["seconds"] for r in ok if r["precision"] == "fp16"}
-        for r in results:
-            if "error" not in r and (r["recipe"], r["stage"]) in base:
+        for r in ok:
+            if (r["recipe"], r["stage"]) in base:
                 r["vs_baseline"] = r["seconds"] / base[(r["recipe"], r["stage"])]
     total = time.perf_counter() - start
     print(f"\nShares of the mean step time ({args.steps} timed step(s) per stage; total {total:.0f} s)"
