@@ -84,12 +84,16 @@ class StepTimer:
     def timed(self, category: str, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             _sync()
+            before = sum(self.current.get(k, 0.0) for k in PASSES)
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 _sync()
-                self.current[category] += time.perf_counter() - t0
+                # Exclusive time: model passes inside (e.g. DreamFace decoding its diffuse map while
+                # rendering) count as model passes only.
+                nested = sum(self.current.get(k, 0.0) for k in PASSES) - before
+                self.current[category] += time.perf_counter() - t0 - nested
         return wrapper
 
     def attach(self, module: torch.nn.Module, category: str, backward: bool = False) -> None:
