@@ -96,32 +96,28 @@ class StepTimer:
                 self.current[category] += time.perf_counter() - t0 - nested
         return wrapper
 
-    def attach(self, module: torch.nn.Module, category: str, backward: bool = False) -> None:
-        """Forward (and backward) pass time of ``module`` into ``category``."""
+    def _span(self, category: str) -> tuple[Any, Any]:
+        """A (start, stop) hook pair adding the time between them to ``category``."""
         starts: list[float] = []
-        bstarts: list[float] = []
 
-        def pre(*_: Any) -> None:
+        def start(*_: Any) -> None:
             _sync()
             starts.append(time.perf_counter())
 
-        def post(*_: Any) -> None:
+        def stop(*_: Any) -> None:
             _sync()
             if starts:
                 self.current[category] += time.perf_counter() - starts.pop()
 
+        return start, stop
+
+    def attach(self, module: torch.nn.Module, category: str, backward: bool = False) -> None:
+        """Forward (and backward) pass time of ``module`` into ``category``."""
+        pre, post = self._span(category)
         module.register_forward_pre_hook(pre)
         module.register_forward_hook(post)
         if backward:
-            def bpre(*_: Any) -> None:
-                _sync()
-                bstarts.append(time.perf_counter())
-
-            def bpost(*_: Any) -> None:
-                _sync()
-                if bstarts:
-                    self.current[category] += time.perf_counter() - bstarts.pop()
-
+            bpre, bpost = self._span(category)
             module.register_full_backward_pre_hook(bpre)
             module.register_full_backward_hook(bpost)
 
