@@ -147,7 +147,7 @@ def test_text_data_do_not_know_the_camera(world):
     # mean for both cameras up to one of 24 azimuths rendered exactly instead of at its cell.
     rel = float((eps[0] - eps[1]).norm() / eps[0].norm())
     assert rel < 0.05, rel
-    exact = DemoBackbone(DemoWorld(world.head, PROMPT, settings=DemoSettings(bank_size=0)))
+    exact = DemoBackbone(DemoWorld(world.head, PROMPT, settings=DemoSettings(bank_size=0, views="exact")))
     eps_exact = exact.eps(z, t, [Branch(["x"] * 2, subject=PROMPT)], ViewInfo(cams, None, "normal"))[0]
     assert float((eps_exact[0] - eps_exact[1]).norm() / eps_exact[0].norm()) > 0.2
 
