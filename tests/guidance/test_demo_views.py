@@ -154,7 +154,7 @@ def test_text_data_do_not_know_the_camera(world):
 
 def test_landmark_reader_finds_the_camera():
     """The ControlNet analogue reads the camera off a correct landmark map (200 random cameras,
-    |azimuth| <= 90, |elevation| <= 30); a mirrored azimuth-40 map reads as about -40; a
+    |azimuth| <= 90, |elevation| <= 30, distance 2.5-3.5 and fov 30-50 around the templates' 3 / 40); a mirrored azimuth-40 map reads as about -40; a
     contour-only back-view map as a back view."""
     from headgen.prior.demo.camera_reader import LandmarkCameraReader
 
@@ -166,11 +166,12 @@ def test_landmark_reader_finds_the_camera():
     az = torch.rand(n, generator=g) * 180 - 90
     el = torch.rand(n, generator=g) * 60 - 30
     fov = torch.rand(n, generator=g) * 20 + 30
-    cams = Cameras.from_spherical(el, az, torch.full_like(az, 3.0), fov, 512)
+    dist = torch.rand(n, generator=g) + 2.5
+    cams = Cameras.from_spherical(el, az, dist, fov, 512)
     got_az, got_el, readable = reader.read(render_landmark_map(points, cams), cams)
     assert readable.all()
     err = ((got_az - az + 180) % 360 - 180).abs()
-    assert (err <= 10).float().mean() >= 0.95, err.max()  # measured: all within 3.5, median 0.7
+    assert (err <= 10).float().mean() >= 0.95, err.max()  # measured: all within 2.5, median 0.5
     assert (got_el - el).abs().median() < 5
 
     def single(azimuth: float) -> Cameras:
