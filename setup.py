@@ -48,7 +48,7 @@ setup(
         "scipy>=1.11,<2",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10", "ruff>=0.6", "ray>=2.9,<3"],
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6", "ray>=2.9,<3"],
         # GPU backends are built from source against your CUDA toolkit; see README "GPU backends".
         "gpu": [],
         "ray": ["ray[default]>=2.9,<3"],

@@ -29,6 +29,28 @@ def _private_cache_dir(tmp_path_factory):
         os.environ["HEADGEN_CACHE_DIR"] = before
 
 
+FIRST = ("test_dry_run_full_size.py",)
+"""Test files that start first: the full-size dry runs take about 10 minutes of one worker under
+``-n 2 --dist loadfile --no-loadscope-reorder`` (the README's command), so the other worker runs
+the rest beside them instead of after them."""
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads_per_worker():
+    """Under pytest-xdist (``-n N``) each worker gets its share of the cores for torch's intra-op
+    threads: N workers with every core each oversubscribe the machine (small ops mostly spin)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _seeded_torch():
     """Every test starts from the same global torch seed, so a test that draws without its own
@@ -66,4 +88,9 @@ def subprocess_env(tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
+    import torch
+
+    # as many torch threads as this process: float reductions then match to the bit (resume tests
+    # compare a subprocess's tensors with in-process ones; under pytest-xdist a worker has fewer)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     return env

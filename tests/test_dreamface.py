@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import imageio.v3 as iio
 import pygltflib
 import pytest
+import torch
 import trimesh
 
 from headgen.cli import main
@@ -53,6 +55,12 @@ def test_assets_and_summary(run_dir):
     assert "jawOpen" in glb.meshes[0].extras["targetNames"]
     material = glb.materials[0]
     assert material.pbrMetallicRoughness.baseColorTexture is not None and material.normalTexture is not None
+    # The demo prior's smooth autoencoder leaves no 8x8 blocks in the painted map (issue 16; with the
+    # former block autoencoder every colour change sat on a block edge: ratio about 5e9).
+    from headgen.bench.block_edges import block_edge_ratio
+
+    diffuse = torch.from_numpy(iio.imread(run_dir / summary["assets"]["diffuse_map"])).float().movedim(-1, 0)
+    assert max(block_edge_ratio(diffuse)) < 1.5, block_edge_ratio(diffuse)
     # The demo target of "an old sailor with a grey beard" has short grey hair (headgen/prior/demo/targets.py).
     # The colour is clear (grey 0.991, next 0.976). The style is a near tie between the short cut and the
     # bun, whose renders on the carved head differ little: short 0.9901 / bun 0.9911 on an AMD EPYC

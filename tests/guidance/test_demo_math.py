@@ -64,19 +64,8 @@ def test_posterior_mean_is_exact_in_float32_at_small_t():
     assert rel < 1e-5, rel
 
 
-def block_edge_ratio(img: torch.Tensor) -> tuple[float, float]:
-    """Mean |neighbour difference| across 8-pixel block edges over that inside blocks, in x and y
-    (img [..., H, W]); 1 for no block structure, infinite for piecewise-constant 8x8 blocks."""
-    out = []
-    for dim in (-1, -2):
-        d = img.diff(dim=dim).abs()
-        idx = torch.arange(d.shape[dim])
-        edge = idx % 8 == 7
-        out.append(float(d.index_select(dim, idx[edge]).mean() / d.index_select(dim, idx[~edge]).mean()))
-    return out[0], out[1]
-
-
 def test_smooth_autoencoder_has_no_block_structure():
+    from headgen.bench.block_edges import block_edge_ratio
     from headgen.prior.demo.autoencoder import SmoothAutoencoder
 
     g = torch.Generator().manual_seed(0)

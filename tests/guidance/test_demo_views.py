@@ -154,7 +154,8 @@ def test_text_data_do_not_know_the_camera(world):
 
 def test_landmark_reader_finds_the_camera():
     """The ControlNet analogue reads the camera off a correct landmark map (200 random cameras,
-    |azimuth| <= 90, |elevation| <= 30, distance 2.5-3.5 and fov 30-50 around the templates' 3 / 40); a mirrored azimuth-40 map reads as about -40; a
+    |azimuth| <= 90, |elevation| <= 30, distance 2.5-3.5 and fov 30-50 around the templates' 3 / 40);
+    a mirrored azimuth-40 map reads as about -40; a
     contour-only back-view map as a back view."""
     from headgen.prior.demo.camera_reader import LandmarkCameraReader
 
