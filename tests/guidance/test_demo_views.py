@@ -186,3 +186,18 @@ def test_landmark_reader_finds_the_camera():
     back = single(160.0)
     assert abs(float(reader.read(render_landmark_map(points, back), back)[0][0])) > 90
     assert not reader.read(torch.zeros(1, 512, 512, 3), one)[2].any()
+
+
+def test_uv_texture_data_have_no_camera_to_be_ambiguous_about(world):
+    """A UV-space (texture LDM) branch's data are each target's encoded map once, under either view
+    setting: no cells, the same eps."""
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([300, 300])
+    branches = [Branch(["x"] * 2, subject=PROMPT, views=["front", "back"]), Branch([""] * 2)]
+    before = world.cells.stats()["cells_touched"]
+    eps = DemoBackbone(world).eps(z, t, branches, ViewInfo(cameras([0.0, 170.0], [0.0, 0.0]), None, "uv_albedo"))
+    assert world.cells.stats()["cells_touched"] == before
+    exact = DemoWorld(world.head, PROMPT, EDIT, settings=DemoSettings(views="exact", bank_size=2))
+    eps_exact = DemoBackbone(exact).eps(z, t, branches, ViewInfo(cameras([0.0, 170.0], [0.0, 0.0]), None, "uv_albedo"))
+    for a, b in zip(eps, eps_exact):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)

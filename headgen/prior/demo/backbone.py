@@ -88,7 +88,10 @@ class DemoBackbone(DiffusionBackbone):
         cache: dict = views.cache.setdefault(("demo-data", h, w), {})
         out = []
         x = z_t.detach().float().reshape(b, -1)
-        ambiguous = self.world.settings.views == "ambiguous" and views.cameras is not None
+        # UV-space data have no camera to be ambiguous about (with cells, a texture branch would hold
+        # 24 identical copies of each target's map: the same posterior at 24x the cost).
+        ambiguous = (self.world.settings.views == "ambiguous" and views.cameras is not None
+                     and views.image_key != "uv_albedo")
         for br in branches:
             targets = self.world.targets_for(br.subject, br.edit)
             if ambiguous:

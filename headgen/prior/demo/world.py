@@ -79,6 +79,7 @@ class DemoWorld:
             raise HeadgenError(f"demo views '{self.settings.views}': use exact or ambiguous")
         self.cells = CellCache(self.settings.cache_mb)
         self._reader: Any = None
+        self._uv_latents: dict[tuple[str, int], Tensor] = {}
         self._render_reader: Any = None
 
     @classmethod
@@ -233,15 +234,17 @@ class DemoWorld:
 
     def _latents(self, target: DemoTarget, views: Any, h: int) -> Tensor:
         key = views.image_key
-        if key == "uv_albedo":
-            tex = target.albedo.to(self.device)[None]
-            if tex.shape[1] % h == 0:
-                z = self.ae.encode_data(tex, tex.shape[1] // h)
-            else:  # a latent size the texture is no multiple of: area-resample, then the channel map
-                small = F.adaptive_avg_pool2d(tex.permute(0, 3, 1, 2), h).permute(0, 2, 3, 1)
-                z = self.ae.encode_data(small, 1)
+        if key == "uv_albedo":  # camera independent: encoded once per target and size
+            if (target.name, h) not in self._uv_latents:
+                tex = target.albedo.to(self.device)[None]
+                if tex.shape[1] % h == 0:
+                    z = self.ae.encode_data(tex, tex.shape[1] // h)
+                else:  # a latent size the texture is no multiple of: area-resample, then the channel map
+                    small = F.adaptive_avg_pool2d(tex.permute(0, 3, 1, 2), h).permute(0, 2, 3, 1)
+                    z = self.ae.encode_data(small, 1)
+                self._uv_latents[(target.name, h)] = z.flatten(1)
             b = views.cameras.batch_size if views.cameras is not None else 1
-            return z.flatten(1)[:, None].expand(b, 1, -1)
+            return self._uv_latents[(target.name, h)][:, None].expand(b, 1, -1)
         imgs = self.images(target, views.cameras, key, h, getattr(views, "lights", None))
         b, m = imgs.shape[:2]
         ss = self.settings.supersample
