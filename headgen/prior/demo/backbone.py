@@ -29,7 +29,7 @@ from headgen.prior.backbone import Branch, DiffusionBackbone, ViewInfo
 from headgen.prior.demo.autoencoder import LinearAutoencoder
 from headgen.prior.demo.denoiser import eps_prediction
 from headgen.prior.demo.views import look_target
-from headgen.prior.demo.world import DemoWorld
+from headgen.prior.demo.world import CAMERA_FREE_KEYS, DemoWorld
 
 LANDMARKS, IP2P = "landmarks", "ip2p"
 """The ControlNets' role names (guidance.controlnet_sds.LANDMARKS, guidance.iesd.IP2P)."""
@@ -76,7 +76,7 @@ class DemoBackbone(DiffusionBackbone):
             extra_channels: Tensor | None = None) -> list[Tensor]:
         # extra_channels (the texture LDM's mask) is not read: the demo texture prior models the whole
         # UV map, which is what DreamFace's all-ones mask asks for.
-        if views is None or (views.cameras is None and views.image_key != "uv_albedo"):
+        if views is None or (views.cameras is None and views.image_key not in CAMERA_FREE_KEYS):
             raise HeadgenError("the demo prior needs the batch's cameras (ViewInfo) to know what the data look like")
         self.calls["unet"] += 1
         for name in sorted({c.name for br in branches for c in br.controls}):
@@ -91,7 +91,7 @@ class DemoBackbone(DiffusionBackbone):
         # UV-space data have no camera to be ambiguous about (with cells, a texture branch would hold
         # 24 identical copies of each target's map: the same posterior at 24x the cost).
         ambiguous = (self.world.settings.views == "ambiguous" and views.cameras is not None
-                     and views.image_key != "uv_albedo")
+                     and views.image_key not in CAMERA_FREE_KEYS)
         for br in branches:
             targets = self.world.targets_for(br.subject, br.edit)
             if ambiguous:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from headgen.cameras import Cameras
+from headgen.cameras import Cameras, fov_to_focal
 from headgen.render.landmarks import render_landmark_map
 
 SIZE = 64
@@ -67,17 +67,16 @@ CANONICAL_FOVY = 40.0
 30-50 degrees), so inputs are rescaled by 0.6-1.5."""
 
 
-def _extent(distance: Tensor | float, fovy_deg: Tensor | float) -> Tensor:
-    """d tan(f / 2): the half-height of the view at the origin; projected sizes scale as its inverse."""
-    return torch.as_tensor(distance, dtype=torch.float32) * torch.tan(torch.deg2rad(torch.as_tensor(
-        fovy_deg, dtype=torch.float32)) / 2)
+def _scale(distance: Tensor, fovy_rad: Tensor) -> Tensor:
+    """Projected size of the head (per unit image height): focal length over distance."""
+    return fov_to_focal(fovy_rad, 1) / distance
 
 
 def to_canonical(images: Tensor, cameras: Cameras) -> Tensor:
     """[B,S,S] images made at ``cameras`` -> as if made at the canonical distance and field of view
     (centred zoom; outside the input, its border)."""
-    ratio = (_extent(CANONICAL_DISTANCE, CANONICAL_FOVY) / _extent(
-        cameras.distance.detach().float().cpu(), torch.rad2deg(cameras.fovy.detach().float().cpu())))
+    canonical = _scale(torch.tensor(CANONICAL_DISTANCE), torch.deg2rad(torch.tensor(CANONICAL_FOVY)))
+    ratio = _scale(cameras.distance.detach().float().cpu(), cameras.fovy.detach().float().cpu()) / canonical
     if bool(((ratio - 1).abs() < 1e-4).all()):
         return images
     b, h, w = images.shape

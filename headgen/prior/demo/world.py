@@ -35,6 +35,9 @@ from headgen.prior.demo.targets import BANK_PROMPTS, DemoTarget, TexelMaps, make
 from headgen.prior.demo.views import CellCache, cell_cameras, in_sector, look_target, sample_cells
 from headgen.render.mesh_renderer import MeshRenderer
 
+CAMERA_FREE_KEYS = frozenset({"uv_albedo"})
+"""Data keys whose images do not depend on the camera (UV space): never view-ambiguous."""
+
 
 def camera_lights(cameras: Cameras, count: int) -> list[Lights]:
     """``count`` directional lights fixed relative to each camera: a key light from the camera,
@@ -234,7 +237,7 @@ class DemoWorld:
 
     def _latents(self, target: DemoTarget, views: Any, h: int) -> Tensor:
         key = views.image_key
-        if key == "uv_albedo":  # camera independent: encoded once per target and size
+        if key in CAMERA_FREE_KEYS:  # encoded once per target and size
             if (target.name, h) not in self._uv_latents:
                 tex = target.albedo.to(self.device)[None]
                 if tex.shape[1] % h == 0:
