@@ -5,7 +5,11 @@ Geometry: ``T* = T_mean + sum_i beta*_i S_i`` is the coarse head (beta* from sel
 ``T+ = T(beta) + d * n(T*)`` adds a per-vertex displacement ``d`` along the coarse vertex normals.
 Appearance: an RGB albedo map and/or a latent texture (4 x 64 x 64, rendered directly for
 latent-space SDS) and a tangent-space detail normal map, all in the head model's UV layout.
-Hair (DreamFace's hair stage): a selected hairstyle mesh fitted to the head, a constant colour and
+Attached parts (ICT-FaceKit's eyeballs, teeth, gums, lashes: :class:`~headgen.heads.base.HeadPart`)
+follow identity and expressions, are never carved (the displacement is zero outside the head
+model's ``carved`` vertices), render with their fixed materials (latent renders: their colour
+encoded by the guidance's VAE) and export as separate meshes with their share of the morph
+targets. Hair (DreamFace's hair stage): a selected hairstyle mesh fitted to the head, a constant colour and
 the style's name, held in buffers so they pass from stage to stage and survive results and
 checkpoints. Hair is selected, not optimised: :meth:`render_input` draws the head alone (what
 optimisation stages and their metrics see); :meth:`export_surface` adds the hair as a part.
@@ -93,6 +97,12 @@ class ParametricMesh(Representation):
         self.register_buffer("faces", head.faces.long().clone(), persistent=False)
         self.register_buffer("uvs", head.uvs.float().clone(), persistent=False)
         self.register_buffer("uv_faces", head.uv_faces.long().clone(), persistent=False)
+        carved = head.carved if head.carved is not None else torch.ones(head.v_template.shape[0], dtype=torch.bool)
+        self.register_buffer("carve_mask", carved.float().clone(), persistent=False)
+        # Vertices the skin's faces use (exports drop the parts' vertices from the skin mesh).
+        used = torch.unique(head.faces)
+        self._skin_index = None if used.numel() == head.v_template.shape[0] else used
+        self._part_latents: dict[str, Tensor] = {}
         self.beta = nn.Parameter(torch.zeros(n))
         self.register_buffer("beta_star", torch.zeros(n))
         v = head.v_template.shape[0]
@@ -203,7 +213,7 @@ class ParametricMesh(Representation):
         verts = self.v_template + torch.einsum("k,kvc->vc", self.beta, self.identity_basis)
         if self.displacement is not None:
             normals = self._coarse_mesh().vertex_normals().detach()
-            verts = verts + self.displacement[:, None] * normals
+            verts = verts + (self.displacement * self.carve_mask)[:, None] * normals
         weights = self.expression_weights if expression is None else expression
         if weights.abs().sum() > 0:
             basis = self._expr_basis.to(verts.device)
@@ -217,8 +227,16 @@ class ParametricMesh(Representation):
         return Mesh(self.vertices(expression), self.faces, self.uvs, self.uv_faces)
 
     def expression_deltas(self) -> tuple[list[str], Tensor]:
-        """Expression blendshape names and deltas [E,V,3] (morph targets of exported assets)."""
-        return list(self.head.expression_names), self._expr_basis
+        """Expression blendshape names and deltas [E,V,3] of the exported skin (morph targets)."""
+        basis = self._expr_basis if self._skin_index is None else self._expr_basis[:, self._skin_index.to(
+            self._expr_basis.device)]
+        return list(self.head.expression_names), basis
+
+    def _parts(self, verts: Tensor, drawn_only: bool = True, morphs: bool = False) -> list[SurfaceGeometry]:
+        parts = self.head.part_surfaces(verts, drawn_only=drawn_only, morphs=morphs)
+        for p in parts:
+            p.base_latent = self._part_latents.get(p.name)
+        return parts
 
     def head_identity(self) -> Tensor:
         return self.beta_star
@@ -244,16 +262,20 @@ class ParametricMesh(Representation):
         return None if self.albedo is None else self.albedo.clamp(0.0, 1.0)
 
     def render_input(self) -> SurfaceGeometry:
+        mesh = self.mesh()
         return SurfaceGeometry(
-            mesh=self.mesh(),
+            mesh=mesh,
             albedo_map=self.albedo_image(),
             normal_map=self.normal_map_image(),
             latent_map=self.latent,
+            parts=self._parts(mesh.v_pos),
         )
 
     def attach(self, backbone: Any) -> None:
         if self.cfg.albedo_from_latent:
             self._decode = backbone.decode
+        if self.latent is not None and self.head.parts:
+            self._part_latents = part_latents(self.head, backbone, self.latent.shape[0])
 
     def finalize(self) -> None:
         if self.cfg.albedo_from_latent and self._decode is not None:
@@ -267,13 +289,20 @@ class ParametricMesh(Representation):
         """The mesh with UVs and texture images, detached (for exporters), with the hair as a part."""
         with torch.no_grad():
             hair = self.hair_surface()
+            mesh = self.mesh()
+            parts = self._parts(mesh.v_pos, drawn_only=False, morphs=True)
+            if self._skin_index is not None:  # the skin alone, without the parts' vertices
+                index = self._skin_index.to(mesh.v_pos.device)
+                remap = torch.full((mesh.num_vertices,), -1, dtype=torch.long, device=index.device)
+                remap[index] = torch.arange(index.numel(), device=index.device)
+                mesh = Mesh(mesh.v_pos[index], remap[mesh.t_pos_idx.long()], mesh.v_tex, mesh.uv_idx)
             return SurfaceGeometry(
-                mesh=self.mesh(),
+                mesh=mesh,
                 albedo_map=None if self.albedo is None else self.albedo.detach().clamp(0.0, 1.0),
                 normal_map=self.normal_map_image(),
                 specular_map=self.specular_map,
                 name="head",
-                parts=[] if hair is None else [hair],
+                parts=parts + ([] if hair is None else [hair]),
             )
 
     def to(self, *args: Any, **kwargs: Any) -> ParametricMesh:
@@ -324,3 +353,20 @@ class ParametricMesh(Representation):
                 elif key in mine and mine[key].shape == value.shape:
                     mine[key].copy_(value)
         self.load_state_dict(mine)
+
+
+@torch.no_grad()
+def part_latents(head: Any, backbone: Any, channels: int) -> dict[str, Tensor]:
+    """Each attached part's constant latent: a 64 px image of its colour encoded by the backbone's
+    VAE and averaged (latent renders draw the parts with it)."""
+    encode = getattr(backbone, "encode", None)
+    if encode is None:
+        return {}
+    out = {}
+    for part in head.parts:
+        image = torch.tensor(part.color).view(1, 1, 1, 3).expand(1, 64, 64, 3)
+        z = encode(image.to(getattr(backbone, "device", "cpu")))
+        if z.shape[1] != channels:
+            raise ConfigError(f"the guidance's VAE encodes {z.shape[1]} channels, the latent texture has {channels}")
+        out[part.name] = z.mean(dim=(0, 2, 3)).float()
+    return out

@@ -2,15 +2,16 @@
 
 The frames show the exported surface (textured if it has an albedo map, else grey shading) with
 the expression blendshapes added linearly, exactly as the morph targets of ``head.glb`` animate
-it: ``v(t) = v_base + sum_e w_e(t) delta_e``. Parts of the surface (the hair) are drawn as they
-are: they follow no blendshape, as in ``head.glb``. Keyframes are spread evenly over the frames and
+it: ``v(t) = v_base + sum_e w_e(t) delta_e``. Parts with their own share of the blendshapes
+(``morph_deltas``: ICT-FaceKit's eyes and teeth) move with the same weights; others (the hair) are
+drawn as they are, as in ``head.glb``. Keyframes are spread evenly over the frames and
 eased with smoothstep between neighbours.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,10 +156,12 @@ def render_expressions(surface: SurfaceGeometry, deltas: Tensor, weights: Tensor
     out = []
     with torch.no_grad():
         for w in weights.to(base):
+            parts = [p if p.morph_deltas is None else replace(p, mesh=p.mesh.with_positions(
+                p.mesh.v_pos + torch.einsum("e,evc->vc", w, p.morph_deltas.to(base)))) for p in surface.parts]
             moved = SurfaceGeometry(
                 surface.mesh.with_positions(base + torch.einsum("e,evc->vc", w, deltas.to(base))),
                 albedo_map=surface.albedo_map, normal_map=surface.normal_map, v_color=surface.v_color,
-                albedo_fn=surface.albedo_fn, base_color=surface.base_color, name=surface.name, parts=surface.parts,
+                albedo_fn=surface.albedo_fn, base_color=surface.base_color, name=surface.name, parts=parts,
             )
             img = renderer.render(moved, cams, light, modes=(mode, "opacity"))
             rgb = img[mode] * img["opacity"] + (1 - img["opacity"]) if mode == "shading" else img[mode]

@@ -1,9 +1,12 @@
 """Binary glTF 2.0 (``head.glb``): PBR material, textures and expression morph targets.
 
 Layout of the file: one scene; node/mesh 0 is the head (one triangle primitive, material 0, the
-morph targets). Each part of the surface (DreamFace's hair) follows as a node + mesh + material
-of its own, named after the part; a constant-colour part's material is its ``baseColorFactor``
-(double-sided, no textures), and parts follow no morph target.
+morph targets). Each part of the surface (DreamFace's hair, ICT-FaceKit's eyeballs, teeth, ...)
+follows as a node + mesh + material of its own, named after the part; a constant-colour part's
+material is its ``baseColorFactor`` (per-vertex colours: ``COLOR_0``), double-sided, its own
+roughness when it has one, ``alphaMode: BLEND`` with the part's alpha for overlays. A part with
+``morph_deltas`` carries the head's morph targets (same names, same order: one weight moves the
+head and its eyes and teeth together); other parts (the hair) follow none.
 
 * Vertices. glTF has a single index buffer, so every distinct (position index, UV index) pair
   of the face corners becomes one output vertex (:func:`split_uv_seams`); ``pos_index`` maps each
@@ -246,8 +249,12 @@ def glb_document(
     b = _GlbBuilder()
     split = _add_mesh(b, surface, mesh, "head", blendshapes, morph_normals, texture_format, roughness)
     for i, part in enumerate(surface.parts):
-        _add_mesh(b, part, part.mesh.to("cpu"), part_name(part, i), None, False, texture_format, roughness,
-                  is_part=True)
+        shapes = None
+        if blendshapes is not None and part.morph_deltas is not None:
+            shapes = (blendshapes[0], part.morph_deltas.detach().float().cpu())
+            _check_blendshapes(shapes, part.mesh)
+        _add_mesh(b, part, part.mesh.to("cpu"), part_name(part, i), shapes, morph_normals, texture_format,
+                  roughness if part.roughness is None else part.roughness, is_part=True)
     for i, gmesh in enumerate(b.doc.meshes):
         b.doc.nodes.append(g.Node(name=gmesh.name, mesh=i))
     b.doc.scenes.append(g.Scene(name="headgen", nodes=list(range(len(b.doc.nodes)))))
@@ -290,8 +297,12 @@ def _add_mesh(b: _GlbBuilder, surface: SurfaceGeometry, mesh: Mesh, name: str,
     base = [1.0, 1.0, 1.0, 1.0]
     if surface.base_color is not None and surface.albedo_map is None and surface.v_color is None:
         base = [float(c) for c in surface.base_color.detach().cpu().float().clamp(0, 1).tolist()] + [1.0]
+    if surface.alpha < 1.0:
+        base[3] = float(surface.alpha)
     pbr = g.PbrMetallicRoughness(baseColorFactor=base, metallicFactor=0.0, roughnessFactor=float(roughness))
     material = g.Material(name=name, pbrMetallicRoughness=pbr, doubleSided=is_part)
+    if surface.alpha < 1.0:
+        material.alphaMode = "BLEND"
     if surface.albedo_map is not None:
         pbr.baseColorTexture = g.TextureInfo(index=b.texture(surface.albedo_map, f"{prefix}diffuse", texture_format))
     if specular is not None:

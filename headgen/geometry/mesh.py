@@ -187,6 +187,16 @@ class SurfaceGeometry:
     """What the surface is ("hair", ...): names exported files, meshes and materials of parts."""
     parts: list[SurfaceGeometry] = field(default_factory=list)
     """Further surfaces drawn together with this one (one depth buffer, each its own material)."""
+    roughness: float | None = None
+    """Constant PBR roughness of this surface's material (None: the exporter's default)."""
+    alpha: float = 1.0
+    """Opacity of a part's material: below 1 it is an alpha-blended overlay, which exporters write
+    with alpha blending and the (single-layer, opaque) renderer does not draw."""
+    base_latent: Tensor | None = None
+    """[C] constant latent of a part in latent-mode renders (its colour as the guidance's VAE encodes it)."""
+    morph_deltas: Tensor | None = None
+    """[E,V,3] a part's share of the main surface's expression blendshapes (same names and order):
+    the part moves with the expressions (ICT-FaceKit's eyes and teeth) in videos and head.glb."""
 
     def __post_init__(self) -> None:
         if self.base_color is not None and tuple(self.base_color.shape) != (3,):
@@ -216,6 +226,10 @@ class SurfaceGeometry:
             mv(self.base_color),
             self.name,
             [p.to(device) for p in self.parts],
+            self.roughness,
+            self.alpha,
+            mv(self.base_latent),
+            mv(self.morph_deltas),
         )
 
 

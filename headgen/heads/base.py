@@ -12,6 +12,11 @@ arrays or torch tensors and answer in kind; with tensors the result is on the in
 differentiable in the coefficients (the bases are copied once per device and dtype and cached).
 Constructors accept numpy arrays or tensors.
 
+A model may carry attached :class:`HeadPart` s (ICT-FaceKit's eyeballs, teeth, gums, lashes ...):
+their own triangles over the same vertices, so identity and expressions move them, each with a
+fixed material; ``faces`` is then the skin surface alone (what carving, textures and SDF
+initialisation see) and ``carved`` says which vertices detail carving may displace.
+
 Landmarks are embedded as (triangle, barycentric) pairs with the MediaPipe id each one stands for;
 :meth:`HeadModel.landmarks_mediapipe` scatters them into the 478-point MediaPipe layout with NaN
 where the model has no embedding. World conventions follow :mod:`headgen.cameras` (y up, the face
@@ -34,6 +39,35 @@ NUM_MEDIAPIPE_LANDMARKS = 478
 """Points of MediaPipe's refined face mesh (468 face points + 2 x 5 iris points)."""
 
 Coefficients = Any  # np.ndarray | torch.Tensor | dict[str, float] | None
+
+
+@dataclass
+class HeadPart:
+    """A surface attached to a head model: triangles over the model's vertices and a fixed material."""
+
+    name: str
+    faces: Tensor
+    """[F,3] int64 indices into the model's vertices (counter-clockwise seen from outside)."""
+    color: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    """Base colour (linear-ish sRGB in [0,1], like the textures)."""
+    roughness: float = 0.5
+    vertex_colors: Tensor | None = None
+    """[Vp,3] per-vertex colours over the part's own vertices (sorted, as :meth:`HeadModel.part_vertices`
+    compacts them), in place of ``color`` (ICT's eyeballs: sclera, iris and pupil)."""
+    alpha: float = 1.0
+    """Below 1: an alpha-blended overlay (ICT's lacrimal fluid, eye blend, eye occlusion), exported
+    with alpha blending; the opaque rasterizer does not draw it (it would hide what lies under it)."""
+
+    def __post_init__(self) -> None:
+        self.faces = _tensor(self.faces, torch.int64).reshape(-1, 3)
+        if self.vertex_colors is not None:
+            self.vertex_colors = _tensor(self.vertex_colors, torch.float32).reshape(-1, 3)
+        self.color = tuple(float(c) for c in self.color)  # type: ignore[assignment]
+
+    @property
+    def drawn(self) -> bool:
+        """Whether renders draw it (opaque parts only)."""
+        return self.alpha >= 1.0
 
 
 @dataclass
@@ -66,6 +100,10 @@ class HeadModel:
     """Head height (chin to crown) in model units."""
     units: str = ""
     """What one model unit is ("head height", "cm", "m")."""
+    parts: list[HeadPart] = field(default_factory=list)
+    """Attached surfaces with their own materials (empty for the built-in head and FLAME)."""
+    carved: Tensor | None = None
+    """[V] bool: vertices detail carving may displace (None: all)."""
     meta: dict[str, Any] = field(default_factory=dict)
     _torch: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -83,6 +121,7 @@ class HeadModel:
             self.uvs = _tensor(self.uvs, torch.float32)
             self.uv_faces = None if self.uv_faces is None else _tensor(self.uv_faces, torch.int64)
         self.regions = {k: _tensor(m, torch.bool) for k, m in self.regions.items()}
+        self.carved = None if self.carved is None else _tensor(self.carved, torch.bool)
         self.validate()
 
     # -- sizes ------------------------------------------------------------------------------------
@@ -137,6 +176,15 @@ class HeadModel:
         for k, m in self.regions.items():
             if tuple(m.shape) != (V,):
                 problems.append(f"region '{k}' mask must be [V], got {tuple(m.shape)}")
+        for part in self.parts:
+            if part.faces.numel() and (part.faces.min() < 0 or part.faces.max() >= V):
+                problems.append(f"part '{part.name}' faces index outside the vertices")
+            elif part.vertex_colors is not None and len(part.vertex_colors) != int(torch.unique(part.faces).numel()):
+                problems.append(f"part '{part.name}' vertex_colors must have one row per vertex its faces use")
+        if len({p.name for p in self.parts}) != len(self.parts):
+            problems.append("part names must be unique")
+        if self.carved is not None and tuple(self.carved.shape) != (V,):
+            problems.append(f"carved mask must be [V], got {tuple(self.carved.shape)}")
         if not torch.isfinite(self.v_template).all():
             problems.append("v_template has non-finite values")
         if problems:
@@ -235,6 +283,37 @@ class HeadModel:
             )
         return self.landmarks(vertices)[..., int(hits[0]), :]
 
+    # -- parts ------------------------------------------------------------------------------------
+    def part_vertices(self, part: HeadPart) -> tuple[Tensor, Tensor]:
+        """(index of the part's vertices into the model's [Vp], its faces over them [F,3]), cached."""
+        key = ("part", part.name)
+        if key not in self._torch:
+            index, inverse = torch.unique(part.faces.cpu(), return_inverse=True)
+            self._torch[key] = (index, inverse.reshape(-1, 3))
+        return self._torch[key]
+
+    def part_surfaces(self, vertices: Tensor, drawn_only: bool = True, morphs: bool = False) -> list[Any]:
+        """The attached parts as constant-colour :class:`SurfaceGeometry` s on ``vertices [V,3]``
+        (each compacted to its own vertices). ``drawn_only``: the opaque parts the rasterizer draws;
+        ``morphs``: each part carries its slice of the expression blendshapes (exporters)."""
+        from headgen.geometry.mesh import Mesh, SurfaceGeometry
+
+        out = []
+        for part in self.parts:
+            if drawn_only and not part.drawn:
+                continue
+            index, faces = self.part_vertices(part)
+            dev = vertices.device
+            colors = None if part.vertex_colors is None else part.vertex_colors.to(dev, vertices.dtype)
+            out.append(SurfaceGeometry(
+                Mesh(vertices[index.to(dev)], faces.to(dev)),
+                base_color=torch.tensor(part.color, device=dev, dtype=vertices.dtype),
+                v_color=colors,
+                name=part.name, roughness=part.roughness, alpha=part.alpha,
+                morph_deltas=self.expression_basis[:, index].to(dev) if morphs and self.num_expression else None,
+            ))
+        return out
+
     # -- conversions ------------------------------------------------------------------------------
     def as_trimesh(self, vertices: Any = None) -> Any:
         """A ``trimesh.Trimesh`` of ``vertices`` (template if None), faces as stored, not merged."""
@@ -249,7 +328,10 @@ class HeadModel:
     def to(self, device: Any) -> HeadModel:
         """A copy with every tensor on ``device``."""
         mv = {k: getattr(self, k).to(device) for k in _TENSOR_FIELDS if getattr(self, k) is not None}
-        return replace(self, **mv, regions={k: m.to(device) for k, m in self.regions.items()}, _torch={})
+        return replace(self, **mv, regions={k: m.to(device) for k, m in self.regions.items()},
+                       parts=[replace(p, faces=p.faces.to(device), vertex_colors=None if p.vertex_colors is None
+                                      else p.vertex_colors.to(device)) for p in self.parts],
+                       carved=None if self.carved is None else self.carved.to(device), _torch={})
 
     def truncated(self, num_identity: int | None = None, num_expression: int | None = None) -> HeadModel:
         """A copy keeping the first ``num_identity`` modes / ``num_expression`` blendshapes."""
@@ -325,6 +407,14 @@ class HeadModel:
             arrays["uv_faces"] = self.uv_faces.numpy().astype(np.int32)
         for k, m in self.regions.items():
             arrays[f"region_{k}"] = m.numpy()
+        if self.carved is not None:
+            arrays["carved"] = self.carved.numpy()
+        arrays["part_names"] = np.array([p.name for p in self.parts], dtype=str)
+        for i, p in enumerate(self.parts):
+            arrays[f"part{i}_faces"] = p.faces.numpy().astype(np.int32)
+            arrays[f"part{i}_material"] = np.array([*p.color, p.roughness, p.alpha], dtype=np.float32)
+            if p.vertex_colors is not None:
+                arrays[f"part{i}_colors"] = p.vertex_colors.numpy()
         for k, val in self.meta.items():
             if isinstance(val, (str, int, float)):
                 arrays[f"meta_{k}"] = np.array(val)
@@ -342,6 +432,12 @@ class HeadModel:
             z = np.load(path, allow_pickle=False)
             regions = {str(k): z[f"region_{k}"] for k in z["region_names"]}
             meta = {k[5:]: z[k].item() for k in z.files if k.startswith("meta_")}
+            parts = []
+            for i, pname in enumerate(z["part_names"] if "part_names" in z.files else []):
+                mat = z[f"part{i}_material"]
+                colors = z[f"part{i}_colors"] if f"part{i}_colors" in z.files else None
+                parts.append(HeadPart(str(pname), z[f"part{i}_faces"], tuple(mat[:3]), float(mat[3]), colors,
+                                      float(mat[4])))
             return cls(
                 name=str(z["name"]),
                 v_template=z["v_template"],
@@ -355,6 +451,8 @@ class HeadModel:
                 uvs=z["uvs"] if "uvs" in z.files else None,
                 uv_faces=z["uv_faces"] if "uv_faces" in z.files else None,
                 regions=regions,
+                parts=parts,
+                carved=z["carved"] if "carved" in z.files else None,
                 scale=float(z["scale"]),
                 units=str(z["units"]),
                 meta=meta,

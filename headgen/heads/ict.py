@@ -1,40 +1,62 @@
-"""ICT-FaceKit (MIT licence) loader: a ``FaceXModel`` folder as distributed.
+"""ICT-FaceKit (MIT licence), DreamFace's head model, shipped with headgen.
 
-Files read:
+``head=ict-facekit`` with no path loads the copy inside the package (100 identity modes, 57
+expressions, 26,719 vertices; :mod:`.ict_files`); ``head.path`` loads a user's own copy (the
+published ``FaceXModel`` folder, or a file made by ``scripts/pack_ict_facekit.py``).
 
-* ``generic_neutral_mesh.obj``: the neutral head (26719 vertices; quads and triangles with
-  separate UV indices and UV seams; 12 material groups). Polygons are fan-triangulated
-  ((0,1,2), (0,2,3) for quads), keeping their winding.
-* ``identityNNN.obj`` (any number; sorted by NNN): full meshes, mode = mesh - neutral, with
-  coefficients ~ N(0, 1).
-* ``vertex_indices.json``: ``expressions`` names the expression meshes ``<name>.obj`` (those
-  present are loaded as deltas from the neutral), ``idx_to_landmark_verts`` the 68 Multi-PIE
-  landmarks (embedded under their usual MediaPipe ids: a partial, approximate MediaPipe layout).
+Layouts (``parts``):
 
-``crop_to_head`` keeps vertices [0, 14062): face, head and neck, mouth and eye sockets, the part
-DreamFace uses (the gums, teeth, eyeballs, eyelashes etc. are dropped). Units are centimetres;
-``normalize`` maps the model to the built-in head's frame (head height 1, see
-:meth:`HeadModel.normalized`).
+* ``attached`` (default): ``faces`` is the skin, i.e. face, head and neck plus the mouth and eye
+  sockets (vertices [0, 14062); the sockets share 316 triangles with the face at the lips and lids,
+  so they stay in the skin mesh), textured in the skin atlas below. Everything else is a
+  :class:`~headgen.heads.base.HeadPart` with a fixed material, one per ICT material: drawn
+  (opaque) are the eyeballs (``eyeball_*``, ICT's "iris" meshes: white, iris and pupil as vertex
+  colours), the teeth and the gums and tongue; the corneas (ICT's "sclera" shells), eyelashes,
+  lacrimal fluid, eye blend and eye occlusion are alpha-blended overlays, exported but not drawn
+  by the opaque rasterizer. Parts share the model's vertices, so identity modes and expressions
+  move them (jawOpen the lower teeth, PupilDilate_* the pupils; ICT's eyeLook* shapes move the
+  lids only: its runtime turns the eyeballs by rotation, which a blendshape model has not). Only face, head and neck
+  (vertices [0, 11248)) are ``carved``.
+* ``none``: the skin alone, cropped to vertices [0, 14062) (the loader's former default).
+* ``merged``: every polygon in one surface with the published UDIM UVs, no parts (inspection).
+
+Skin atlas (``attached``/``none``), the layout the texture stages paint and the texture LDM
+trains on. ICT's UVs are UDIM tiles: face (front of the head, ears, front of the neck) in u 0-1,
+back of the head, neck and the socket islands in u 1-2, gums 2-3, teeth 3-4, lacrimal 4-6, lashes
+6-7, the eyeballs overlapping 0-1. The atlas packs the two skin tiles into one square, both
+uniformly scaled (no anisotropy); the face, which DreamFace's maps are about, gets 9 times the
+back's texel density:
+
+* face tile 0: ``u' = 0.75 u``, ``v' = 0.25 + 0.75 v`` (top left, 0.75 of the width);
+* back tile 1: ``u' = 0.75 + 0.25 (u - 1)``, ``v' = 0.75 + 0.25 v`` (top right, 0.25);
+* the rest (the bottom strip and the right column under the back tile) is unused: outside the
+  skin (the texture LDM's non-face mask marks it).
+
+Polygons are fan-triangulated keeping their winding. Landmarks: the 68 Multi-PIE vertices of
+``vertex_indices.json``, embedded under their usual MediaPipe ids (a partial, approximate
+MediaPipe layout). Units are centimetres; ``normalize`` maps the model to the built-in head's
+frame (head height 1, see :meth:`HeadModel.normalized`).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from headgen.errors import HeadgenError
-from headgen.heads.base import HeadModel, LazyHead
+from headgen.heads.base import HeadModel, HeadPart, LazyHead
+from headgen.heads.ict_files import IctSource, read_source
+from headgen.heads.obj_reader import ObjMesh, read_obj, read_obj_vertices, triangulate
 from headgen.registry import register
 
-HEAD_VERTICES = 14062
-"""Vertices [0, 14062) are face, head and neck, mouth socket and eye sockets."""
-
-NEUTRAL = "generic_neutral_mesh.obj"
-INDEX_FILE = "vertex_indices.json"
+SKIN_VERTICES = 14062
+"""Vertices [0, 14062) are face, head and neck, mouth socket and eye sockets: the skin."""
+HEAD_VERTICES = SKIN_VERTICES
+CARVED_VERTICES = 11248
+"""Vertices [0, 11248) (face, head and neck) are what detail carving displaces."""
 
 # Vertex ranges of the ICT geometries (README of ICT-FaceKit), exclusive ends.
 GEOMETRY_RANGES: dict[str, tuple[int, int]] = {
@@ -53,6 +75,37 @@ GEOMETRY_RANGES: dict[str, tuple[int, int]] = {
     "eyelashes": (25351, 26719),
 }
 
+SKIN_MATERIALS = ("M_Face", "M_BackHead")
+SCLERA, IRIS, PUPIL = (0.90, 0.88, 0.85), (0.30, 0.19, 0.11), (0.02, 0.02, 0.02)
+IRIS_DEG, PUPIL_DEG = 28.0, 11.0
+"""Angular radii about the gaze axis: an iris 12 mm across on a 24 mm eyeball is asin(6/12) = 30 deg;
+ICT's recessed iris disc ends at about 25-30 deg; a mid-size pupil (4-5 mm) about 11 deg."""
+# ICT material -> (part name, base colour, roughness, alpha). Colours are plausible defaults
+# (ICT's MTL has grey Kd for the eyes). ICT's "iris" mesh is the visible eyeball (a sphere whose
+# front is the recessed iris disc) and its "sclera" mesh the glossy outer shell over it, cornea
+# included: here they are eyeball_* (white, iris and pupil as vertex colours, see eyeball_colors)
+# and cornea_* (an overlay). alpha < 1 marks the overlays: the cornea and ICT's transparent
+# meshes (Tf 0 in its MTL), exported with alpha blending, not drawn by the opaque rasterizer.
+PART_MATERIALS: dict[str, tuple[str, tuple[float, float, float], float, float]] = {
+    "M_IrisLeft": ("eyeball_left", SCLERA, 0.25, 1.0),
+    "M_ScleraLeft": ("cornea_left", (0.95, 0.95, 0.95), 0.05, 0.1),
+    "M_IrisRight": ("eyeball_right", SCLERA, 0.25, 1.0),
+    "M_ScleraRight": ("cornea_right", (0.95, 0.95, 0.95), 0.05, 0.1),
+    "M_Teeth": ("teeth", (0.86, 0.83, 0.74), 0.3, 1.0),
+    "M_GumsTongue": ("gums_tongue", (0.62, 0.25, 0.27), 0.4, 1.0),
+    # ICT's lashes are cards meant for an alpha texture of strands; drawn opaque they read as thick
+    # black bands round the eyes (close-up render tried), so they are an overlay too.
+    "M_EyeLashes": ("eyelashes", (0.05, 0.04, 0.035), 0.8, 0.6),
+    "M_LacrimalFluid": ("lacrimal_fluid", (0.90, 0.90, 0.90), 0.05, 0.3),
+    "M_EyeBlend": ("eye_blend", (0.80, 0.65, 0.60), 0.5, 0.4),
+    "M_EyeOcclusion": ("eye_occlusion", (0.20, 0.15, 0.14), 0.6, 0.35),
+}
+
+ATLAS_TILES: dict[int, tuple[float, float, float]] = {0: (0.75, 0.0, 0.25), 1: (0.25, 0.75, 0.75)}
+"""UDIM tile -> (scale, u offset, v offset) of the skin atlas (see the module docstring)."""
+
+Layout = Literal["attached", "none", "merged"]
+
 # Multi-PIE / dlib 68-point order -> the MediaPipe id at (about) the same feature.
 MULTIPIE68_TO_MEDIAPIPE = (
     127, 234, 132, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 361, 454, 356,  # jaw
@@ -64,218 +117,100 @@ MULTIPIE68_TO_MEDIAPIPE = (
 )
 
 
-@dataclass
-class ObjMesh:
-    """A parsed OBJ: positions, texture coordinates and polygons with separate UV indices."""
 
-    vertices: np.ndarray
-    """[V,3] float64."""
-    uvs: np.ndarray
-    """[T,2] float64."""
-    polygons: list[tuple[list[int], list[int]]]
-    """Per polygon: 0-based vertex indices and UV indices (empty if the polygon has none)."""
-    materials: list[str]
-    """Material names in order of first use."""
-    polygon_material: np.ndarray
-    """[P] int index into ``materials`` (-1 before any usemtl)."""
-
-
-def read_obj(path: Path) -> ObjMesh:
-    """Parse an OBJ file (v, vt, f with v/vt/vn tokens, usemtl; other statements are ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadgenError(f"OBJ file not found: {path}")
-    verts: list[list[str]] = []
-    uvs: list[list[str]] = []
-    where: dict[str, list[int]] = {"v": [], "vt": []}  # line numbers, to point at a bad number
-    polys: list[tuple[list[int], list[int]]] = []
-    materials: list[str] = []
-    poly_mat: list[int] = []
-    current = -1
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line or line[0] == "#":
-                continue
-            tok = line.split()
-            if not tok:
-                continue
-            head = tok[0]
-            try:
-                if head == "v":
-                    if len(tok) < 4:
-                        raise ValueError("a vertex needs 3 coordinates")
-                    verts.append(tok[1:4])
-                    where["v"].append(lineno)
-                elif head == "vt":
-                    if len(tok) < 3:
-                        raise ValueError("a texture coordinate needs 2 values")
-                    uvs.append(tok[1:3])
-                    where["vt"].append(lineno)
-                elif head == "f":
-                    if len(tok) < 4:
-                        raise ValueError("a face needs at least 3 corners")
-                    vi, ti = [], []
-                    for corner in tok[1:]:
-                        parts = corner.split("/")
-                        a = int(parts[0])
-                        vi.append(a - 1 if a > 0 else len(verts) + a)
-                        if len(parts) > 1 and parts[1]:
-                            b = int(parts[1])
-                            ti.append(b - 1 if b > 0 else len(uvs) + b)
-                    if ti and len(ti) != len(vi):
-                        raise ValueError("some corners have texture indices and some do not")
-                    polys.append((vi, ti))
-                    poly_mat.append(current)
-                elif head == "usemtl":
-                    name = tok[1] if len(tok) > 1 else ""
-                    if name not in materials:
-                        materials.append(name)
-                    current = materials.index(name)
-            except ValueError as exc:
-                raise HeadgenError(
-                    f"{path}:{lineno}: malformed OBJ line {line.strip()[:60]!r} ({exc})"
-                ) from exc
-    arrays = []
-    for kind, rows, width in (("v", verts, 3), ("vt", uvs, 2)):
-        try:
-            arrays.append(np.array(rows, dtype=np.float64).reshape(-1, width))
-        except ValueError as exc:
-            bad = next(i for i, r in enumerate(rows) if not all(_is_float(x) for x in r))
-            raise HeadgenError(
-                f"{path}:{where[kind][bad]}: malformed OBJ line {kind} {' '.join(rows[bad])!r} ({exc})"
-            ) from exc
-    v, t = arrays
-    for vi, ti in polys:
-        if min(vi) < 0 or max(vi) >= len(v) or (ti and (min(ti) < 0 or max(ti) >= len(t))):
-            raise HeadgenError(f"{path}: a face refers to a vertex or texture coordinate that does not exist")
-    return ObjMesh(v, t, polys, materials, np.array(poly_mat, dtype=np.int64))
+def eyeball_colors(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """[Vp,3] sclera / iris / pupil colours of an eyeball mesh (its vertices in sorted order) by the
+    angle about its gaze axis: the direction from the ball's centre to its recessed iris disc (the
+    vertices closer to the centre than 95% of the median radius, in the front hemisphere)."""
+    index = np.unique(faces)
+    p = vertices[index]
+    centre = p.mean(0)
+    d = p - centre
+    r = np.linalg.norm(d, axis=1)
+    disc = (r < 0.95 * np.median(r)) & (d[:, 2] > 0)
+    axis = d[disc].mean(0) if disc.any() else np.array([0.0, 0.0, 1.0])
+    axis = axis / np.linalg.norm(axis)
+    angle = np.degrees(np.arccos(np.clip(d @ axis / np.maximum(r, 1e-12), -1.0, 1.0)))
+    out = np.tile(np.array(SCLERA), (len(index), 1))
+    out[angle < IRIS_DEG] = IRIS
+    out[angle < PUPIL_DEG] = PUPIL
+    out[angle > 90.0] = PUPIL  # the inside, seen through the pupil's hole (PupilDilate sizes it)
+    return out.astype(np.float32)
 
 
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def skin_atlas_uvs(uvs: np.ndarray) -> np.ndarray:
+    """Map UDIM coordinates of the skin tiles (0 and 1) into the skin atlas (module docstring)."""
+    tile = np.floor(uvs[:, 0]).astype(np.int64).clip(0, None)
+    out = np.empty_like(uvs)
+    for t in np.unique(tile):
+        if int(t) not in ATLAS_TILES:
+            raise HeadgenError(f"skin atlas: UV tile {int(t)} is not a skin tile (0 or 1)")
+        scale, du, dv = ATLAS_TILES[int(t)]
+        sel = tile == t
+        out[sel, 0] = du + scale * (uvs[sel, 0] - t)
+        out[sel, 1] = dv + scale * uvs[sel, 1]
+    return out
 
 
-def read_obj_vertices(path: Path, expected: int | None = None) -> np.ndarray:
-    """Only the vertex positions of an OBJ (fast path for identity/expression meshes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadgenError(f"OBJ file not found: {path}")
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = [ln[2:] for ln in fh if ln.startswith("v ")]
-    try:
-        flat = np.array(" ".join(lines).split(), dtype=np.float64)
-        v = flat.reshape(len(lines), -1)[:, :3] if lines else np.zeros((0, 3))
-    except ValueError as exc:
-        raise HeadgenError(f"{path}: malformed vertex lines ({exc})") from exc
-    if expected is not None and len(v) != expected:
-        raise HeadgenError(
-            f"{path}: {len(v)} vertices, expected {expected} (same topology as the neutral mesh)"
-        )
-    return v
-
-
-def triangulate(obj: ObjMesh) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Fan-triangulate the polygons: (faces [F,3], uv_faces [F,3] or None, polygon of each face [F])."""
-    faces, uv_faces, owner = [], [], []
-    has_uv = all(ti for _, ti in obj.polygons) and len(obj.polygons) > 0
-    for p, (vi, ti) in enumerate(obj.polygons):
-        for k in range(1, len(vi) - 1):
-            faces.append((vi[0], vi[k], vi[k + 1]))
-            if has_uv:
-                uv_faces.append((ti[0], ti[k], ti[k + 1]))
-            owner.append(p)
-    return (np.array(faces, dtype=np.int64).reshape(-1, 3),
-            np.array(uv_faces, dtype=np.int64).reshape(-1, 3) if has_uv else None,
-            np.array(owner, dtype=np.int64))
-
-
-def _identity_files(folder: Path) -> list[Path]:
-    found = []
-    for p in folder.iterdir():
-        m = re.fullmatch(r"identity(\d+)\.obj", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def load_ict_facekit(path: str | Path, crop_to_head: bool = True, num_identity: int | None = None,
+def load_ict_facekit(path: str | Path | None = None, parts: Layout = "attached", num_identity: int | None = None,
                      normalize: bool = True) -> HeadModel:
-    """Load an ICT-FaceKit ``FaceXModel`` folder (see the module docstring)."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise HeadgenError(
-            f"ICT-FaceKit folder not found: {folder}; set head.path to the FaceXModel folder of "
-            "https://github.com/ICT-VGL/ICT-FaceKit (it holds generic_neutral_mesh.obj)"
-        )
-    neutral_path = folder / NEUTRAL
-    if not neutral_path.is_file():
-        raise HeadgenError(f"{folder} is not an ICT-FaceKit FaceXModel folder: {NEUTRAL} is missing")
-    index_path = folder / INDEX_FILE
-    if not index_path.is_file():
-        raise HeadgenError(f"{folder}: {INDEX_FILE} is missing (it names the expression meshes)")
-    try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise HeadgenError(f"{index_path}: not valid JSON ({exc})") from exc
-    if not isinstance(index, dict) or not isinstance(index.get("expressions", []), list):
-        raise HeadgenError(f"{index_path}: expected an object with an 'expressions' list")
+    """Load ICT-FaceKit: the shipped copy (``path=None``), a FaceXModel folder or a packed file.
 
-    obj = read_obj(neutral_path)
+    ``parts``: ``attached``, ``none`` or ``merged`` (module docstring); ``num_identity``: only the
+    first N identity modes (None: all); ``normalize``: head height 1 (False keeps centimetres).
+    """
+    if parts not in ("attached", "none", "merged"):
+        raise HeadgenError(f"ICT-FaceKit parts must be attached, none or merged, got {parts!r}")
+    return build_model(read_source(path, num_identity), parts, normalize)
+
+
+def build_model(src: IctSource, parts: Layout = "attached", normalize: bool = True) -> HeadModel:
+    """The :class:`HeadModel` of an ICT source in one of the layouts."""
+    obj = src.obj
     V = len(obj.vertices)
     faces, uv_faces, owner = triangulate(obj)
     if uv_faces is None:
-        raise HeadgenError(f"{neutral_path}: faces have no texture indices (the ICT mesh is UV-mapped)")
-
-    id_files = _identity_files(folder)
-    if num_identity is not None:
-        if num_identity < 0:
-            raise HeadgenError(f"num_identity must be >= 0, got {num_identity}")
-        if num_identity > len(id_files):
-            raise HeadgenError(
-                f"num_identity={num_identity} but {folder} has {len(id_files)} identityNNN.obj files"
-            )
-        id_files = id_files[:num_identity]
-    identity = np.stack([read_obj_vertices(p, V) - obj.vertices for p in id_files]) if id_files \
-        else np.zeros((0, V, 3))
-    names, shapes = [], []
-    for name in index.get("expressions", []):
-        p = folder / f"{name}.obj"
-        if p.is_file():
-            names.append(str(name))
-            shapes.append(read_obj_vertices(p, V) - obj.vertices)
-    expressions = np.stack(shapes) if shapes else np.zeros((0, V, 3))
-
-    lm_verts = [int(i) for i in index.get("idx_to_landmark_verts", [])]
+        raise HeadgenError(f"{src.origin}: faces have no texture indices (the ICT mesh is UV-mapped)")
+    face_material = obj.polygon_material[owner]
+    lm_verts = [int(i) for i in src.index.get("idx_to_landmark_verts", [])]
     if lm_verts and len(lm_verts) != len(MULTIPIE68_TO_MEDIAPIPE):
-        raise HeadgenError(f"{index_path}: idx_to_landmark_verts has {len(lm_verts)} entries, expected 68")
+        raise HeadgenError(f"{src.origin}: idx_to_landmark_verts has {len(lm_verts)} entries, expected 68")
     if any(not 0 <= i < V for i in lm_verts):
-        raise HeadgenError(f"{index_path}: idx_to_landmark_verts refers to vertices outside the mesh")
+        raise HeadgenError(f"{src.origin}: idx_to_landmark_verts refers to vertices outside the mesh")
 
-    v = obj.vertices
+    v, identity, expressions = obj.vertices, src.identity, src.expressions
+    uvs = obj.uvs
+    head_parts: list[HeadPart] = []
+    carved = None
+    if parts != "merged":
+        if V < SKIN_VERTICES:
+            raise HeadgenError(f"{src.origin}: {V} vertices, the ICT skin needs the first {SKIN_VERTICES}")
+        skin_ids = [i for i, m in enumerate(obj.materials) if m in SKIN_MATERIALS]
+        skin = np.isin(face_material, skin_ids)
+        if parts == "attached":
+            for i, name in enumerate(obj.materials):
+                if name in PART_MATERIALS and (face_material == i).any():
+                    pname, color, rough, alpha = PART_MATERIALS[name]
+                    pf = faces[face_material == i]
+                    colors = eyeball_colors(v, pf) if pname.startswith("eyeball") else None
+                    head_parts.append(HeadPart(pname, pf, color, rough, colors, alpha))
+        else:
+            skin &= np.all(faces < SKIN_VERTICES, axis=1)
+            v, identity, expressions = v[:SKIN_VERTICES], identity[:, :SKIN_VERTICES], expressions[:, :SKIN_VERTICES]
+            V = SKIN_VERTICES
+        faces, uv_faces, face_material = faces[skin], uv_faces[skin], face_material[skin]
+        used_uv, uv_faces = np.unique(uv_faces, return_inverse=True)
+        uv_faces = uv_faces.reshape(-1, 3)
+        uvs = skin_atlas_uvs(obj.uvs[used_uv])
+        carved = np.zeros(V, dtype=bool)
+        carved[:CARVED_VERTICES] = True
+
     regions: dict[str, np.ndarray] = {}
     for name, (a, b) in GEOMETRY_RANGES.items():
         if a < V:
             m = np.zeros(V, dtype=bool)
             m[a:min(b, V)] = True
             regions[name] = m
-    if crop_to_head:
-        if V < HEAD_VERTICES:
-            raise HeadgenError(f"{neutral_path}: {V} vertices, cannot crop to the first {HEAD_VERTICES}")
-        keep_f = np.all(faces < HEAD_VERTICES, axis=1)
-        faces, uv_faces, owner = faces[keep_f], uv_faces[keep_f], owner[keep_f]
-        used_uv, uv_faces = np.unique(uv_faces, return_inverse=True)
-        uv_faces = uv_faces.reshape(-1, 3)
-        uvs = obj.uvs[used_uv]
-        v = v[:HEAD_VERTICES]
-        identity, expressions = identity[:, :HEAD_VERTICES], expressions[:, :HEAD_VERTICES]
-        regions = {k: m[:HEAD_VERTICES] for k, m in regions.items() if m[:HEAD_VERTICES].any()}
-        V = HEAD_VERTICES
-    else:
-        uvs = obj.uvs
 
     # Landmarks: one corner of a face that uses the vertex, barycentric (1, 0, 0).
     lm_faces, lm_bary, lm_ids = [], [], []
@@ -289,7 +224,7 @@ def load_ict_facekit(path: str | Path, crop_to_head: bool = True, num_identity: 
         lm_bary.append(b)
         lm_ids.append(mp_id)
 
-    head_part = v[: min(V, HEAD_VERTICES)]
+    head_part = v[: min(V, SKIN_VERTICES)]
     crown = float(head_part[:, 1].max())
     chin = v[lm_verts[8]] if lm_verts else None
     scale = crown - float(chin[1]) if chin is not None else float(np.ptp(head_part[:, 1]))
@@ -299,39 +234,46 @@ def load_ict_facekit(path: str | Path, crop_to_head: bool = True, num_identity: 
         faces=faces,
         identity_basis=identity,
         expression_basis=expressions,
-        expression_names=names,
+        expression_names=src.expression_names,
         landmark_faces=np.array(lm_faces, dtype=np.int64),
         landmark_bary=np.array(lm_bary, dtype=np.float32).reshape(-1, 3),
         landmark_ids=np.array(lm_ids, dtype=np.int64),
         uvs=uvs,
         uv_faces=uv_faces,
         regions=regions,
+        parts=head_parts,
+        carved=carved,
         scale=scale,
         units="cm",
-        meta={"source": str(folder), "materials": obj.materials, "face_material": obj.polygon_material[owner],
-              "cropped": bool(crop_to_head)},
+        meta={"source": src.origin, "materials": obj.materials, "face_material": face_material, "layout": parts},
     )
     if normalize:
         if chin is None:
-            raise HeadgenError(f"{index_path}: normalize needs idx_to_landmark_verts (the chin landmark)")
+            raise HeadgenError(f"{src.origin}: normalize needs idx_to_landmark_verts (the chin landmark)")
         model = model.normalized(chin=chin)
     return model
 
 
 @register("head", "ict-facekit")
 class IctFaceKitHead(LazyHead):
-    """ICT-FaceKit head model read from a FaceXModel folder (MIT licence)."""
+    """ICT-FaceKit (MIT licence): the copy shipped with headgen, or a FaceXModel folder."""
 
     @dataclass
     class Config:
-        path: str
-        """The FaceXModel folder (holds generic_neutral_mesh.obj, identityNNN.obj, vertex_indices.json)."""
-        crop_to_head: bool = True
-        """Keep only vertices [0, 14062): face, head, neck, mouth and eye sockets (as DreamFace does)."""
+        path: str | None = None
+        """None: the copy shipped with headgen (100 identities, 57 expressions). Else a FaceXModel folder
+        (generic_neutral_mesh.obj, identityNNN.obj, vertex_indices.json) or a packed .npz."""
+        parts: str = "attached"
+        """attached: skin + eyes, teeth, gums, lashes as parts; none: the skin alone; merged: one surface."""
         num_identity: int | None = None
-        """Load only the first N identity meshes (None: all present)."""
+        """Load only the first N identity modes (None: all)."""
         normalize: bool = True
         """Scale and centre to the built-in head's frame (head height 1); false keeps centimetres."""
 
     def build(self) -> HeadModel:
-        return load_ict_facekit(self.cfg.path, self.cfg.crop_to_head, self.cfg.num_identity, self.cfg.normalize)
+        return load_ict_facekit(self.cfg.path, self.cfg.parts, self.cfg.num_identity,  # type: ignore[arg-type]
+                                self.cfg.normalize)
+
+
+__all__ = ["GEOMETRY_RANGES", "HEAD_VERTICES", "IctFaceKitHead", "ObjMesh", "build_model", "load_ict_facekit",
+           "read_obj", "read_obj_vertices", "skin_atlas_uvs"]

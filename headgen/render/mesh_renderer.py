@@ -25,7 +25,8 @@ that is set; ``rgb``/``albedo`` without any of them is an error (render ``shadin
 Several surfaces (``SurfaceGeometry.parts``, e.g. a head and its hair) are rasterised as one
 concatenated mesh, so they share the depth buffer; each covered pixel is shaded with the material
 (albedo, normal map) of the surface its triangle belongs to. ``uv`` is 0 on surfaces without UVs;
-``latent`` needs a single surface.
+in ``latent`` renders every part needs a ``base_latent`` (its constant latent). Parts with
+``alpha`` below 1 (alpha-blended overlays) are not drawn: one depth layer cannot blend them.
 
 With ``antialias: true``, ``rgb``, ``albedo``, ``shading``, ``normal``, ``normal_opacity``, ``latent`` and ``opacity``
 go through the backend's antialias op after compositing, which gives silhouettes position
@@ -147,10 +148,12 @@ class MeshRenderer:
         if isinstance(geometry, Mesh):
             geometry = SurfaceGeometry(geometry)
         surfaces = geometry.surfaces()
-        if len(surfaces) > 1 and "latent" in modes:
+        surfaces = surfaces[:1] + [s for s in surfaces[1:] if s.alpha >= 1.0]
+        lacking = [s.name or "unnamed" for s in surfaces[1:] if s.base_latent is None]
+        if lacking and "latent" in modes:
             raise HeadgenError(
-                "mesh renderer: mode 'latent' draws a single surface, but this geometry has parts "
-                f"({', '.join(p.name or 'unnamed' for p in geometry.parts)}); render the surface without them"
+                "mesh renderer: mode 'latent' needs a base_latent on every part, but "
+                f"{', '.join(lacking)} has none; give the parts one or render the surface without them"
             )
         mesh, owner = (geometry.mesh, None) if len(surfaces) == 1 else concat_meshes([s.mesh for s in surfaces])
         dev, dtype = mesh.v_pos.device, mesh.v_pos.dtype
@@ -224,7 +227,8 @@ class MeshRenderer:
         if "opacity" in want:
             layers["opacity"] = (packed.new_ones(npx, 1), None)
         if "latent" in want:
-            layers["latent"] = self._latent(geometry, px, uv, bsz, generator)
+            bg_latent = self._latent_background(geometry, uv, bsz, generator)
+            layers["latent"] = (_per_surface(groups, uv, self._latent), bg_latent)
         if "depth" in want:
             # Camera-space depth is the clip w, interpolated with the perspective-correct barycentrics.
             w_corner = pos_clip[..., 3][pix_b.unsqueeze(1), tri.long()[px.tri_id]]
@@ -270,7 +274,8 @@ class MeshRenderer:
                 color[start: start + s.mesh.num_vertices] = s.v_color
             start += s.mesh.num_vertices
             view = SurfaceGeometry(mesh, albedo_map=s.albedo_map, normal_map=s.normal_map, albedo_fn=s.albedo_fn,
-                                   v_color=color, base_color=s.base_color, name=s.name)
+                                   v_color=color, base_color=s.base_color, name=s.name, latent_map=s.latent_map,
+                                   base_latent=s.base_latent)
             index = (sid == i).nonzero().squeeze(1)
             groups.append((view, px.subset(index), index))
         return groups
@@ -305,21 +310,21 @@ class MeshRenderer:
             "albedo_fn or base_color); render mode 'shading' for bare geometry"
         )
 
-    def _latent(
-        self,
-        geometry: SurfaceGeometry,
-        px: _Packed,
-        uv: Tensor,
-        bsz: int,
-        generator: torch.Generator | None,
-    ) -> tuple[Tensor, Tensor]:
+    def _latent(self, geometry: SurfaceGeometry, px: _Packed, uv: Tensor | None) -> Tensor:
+        if geometry.latent_map is None:
+            if geometry.base_latent is not None:
+                return geometry.base_latent.to(px.rast.device, px.rast.dtype).expand(px.n, -1)
+            raise HeadgenError("mesh renderer: mode 'latent' needs SurfaceGeometry.latent_map [C,h,w]")
+        return px.texture(geometry.latent_map.permute(1, 2, 0).to(uv.dtype), uv, self.cfg.texture_boundary)
+
+    @staticmethod
+    def _latent_background(geometry: SurfaceGeometry, uv: Tensor, bsz: int,
+                           generator: torch.Generator | None) -> Tensor:
         if geometry.latent_map is None:
             raise HeadgenError("mesh renderer: mode 'latent' needs SurfaceGeometry.latent_map [C,h,w]")
-        lat_map = geometry.latent_map
-        lat = px.texture(lat_map.permute(1, 2, 0).to(uv.dtype), uv, self.cfg.texture_boundary)
         gdev = generator.device if generator is not None else uv.device
-        bg = torch.randn(bsz, lat.shape[-1], generator=generator, device=gdev)
-        return lat, bg.to(device=uv.device, dtype=uv.dtype)
+        bg = torch.randn(bsz, geometry.latent_map.shape[0], generator=generator, device=gdev)
+        return bg.to(device=uv.device, dtype=uv.dtype)
 
     def _background(
         self, bsz: int, device: torch.device, dtype: torch.dtype, generator: torch.Generator | None

@@ -19,7 +19,7 @@ needs_real = pytest.mark.skipif(not (REAL / "generic_neutral_mesh.obj").is_file(
 # --- the real files ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def full():
-    return load_ict_facekit(REAL, crop_to_head=False, normalize=False)
+    return load_ict_facekit(REAL, parts="merged", normalize=False)
 
 
 @needs_real
@@ -51,10 +51,11 @@ def test_real_full_model(full):
 
 @needs_real
 def test_real_cropped_model():
-    head = load_ict_facekit(REAL)  # crop_to_head and normalize by default
-    assert head.num_vertices == HEAD_VERTICES == 14062
+    head = load_ict_facekit(REAL, parts="none")  # the skin alone, normalized
+    assert head.num_vertices == HEAD_VERTICES == 14062 and not head.parts
     assert int(head.faces.max()) < 14062 and head.num_faces > 25000
     assert int(head.uv_faces.max()) == len(head.uvs) - 1  # UVs compacted to those used
+    assert 0 <= float(head.uvs.min()) and float(head.uvs.max()) <= 1  # in the skin atlas
     assert head.num_identity == 8 and head.identity_basis.shape[1] == 14062
     assert head.scale == pytest.approx(1.0) and head.units == "head height"
     L = head.landmarks_mediapipe(head.v_template.numpy())
@@ -71,7 +72,7 @@ def test_real_cropped_model():
 def test_registered_ict_head():
     assert IctFaceKitHead.registered_name == "ict-facekit"
     head = IctFaceKitHead(IctFaceKitHead.Config(path=str(REAL), num_identity=2)).load()
-    assert head.num_identity == 2 and head.num_vertices == 14062
+    assert head.num_identity == 2 and head.num_vertices == 26719 and len(head.parts) == 10
 
 
 # --- a synthetic folder --------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def tiny(tmp_path) -> Path:
 
 
 def test_synthetic_folder(tiny):
-    head = load_ict_facekit(tiny, crop_to_head=False, normalize=False)
+    head = load_ict_facekit(tiny, parts="merged", normalize=False)
     assert head.num_vertices == 5 and head.num_faces == 3
     assert head.faces.tolist() == [[0, 1, 2], [0, 2, 3], [1, 4, 2]]  # quad fan keeps its winding
     assert head.uv_faces.tolist() == [[0, 1, 2], [0, 2, 3], [5, 4, 2]]  # UV indices separate
@@ -129,33 +130,33 @@ def test_synthetic_folder(tiny):
     assert np.allclose(head.expression_basis[1].numpy()[:, 1], -0.5)
     v = head.vertices(np.array([1.0, 0.0]), {"jawOpen": 1.0})
     assert np.allclose(v[0], [0.1, -0.5, 0.0])
-    assert load_ict_facekit(tiny, crop_to_head=False, normalize=False, num_identity=1).num_identity == 1
+    assert load_ict_facekit(tiny, parts="merged", normalize=False, num_identity=1).num_identity == 1
 
 
 def test_synthetic_folder_errors(tiny, tmp_path):
     with pytest.raises(HeadgenError, match="folder not found"):
         load_ict_facekit(tmp_path / "nowhere")
-    with pytest.raises(HeadgenError, match="cannot crop to the first 14062"):
-        load_ict_facekit(tiny, crop_to_head=True, normalize=False)
+    with pytest.raises(HeadgenError, match="the ICT skin needs the first 14062"):
+        load_ict_facekit(tiny, parts="none", normalize=False)
     with pytest.raises(HeadgenError, match="normalize needs idx_to_landmark_verts"):
-        load_ict_facekit(tiny, crop_to_head=False, normalize=True)
+        load_ict_facekit(tiny, parts="merged", normalize=True)
     (tiny / "identity001.obj").write_text(obj_with(np.zeros((4, 3))))
     with pytest.raises(HeadgenError, match="4 vertices, expected 5"):
-        load_ict_facekit(tiny, crop_to_head=False, normalize=False)
+        load_ict_facekit(tiny, parts="merged", normalize=False)
     (tiny / "identity001.obj").unlink()
     (tiny / "generic_neutral_mesh.obj").write_text(NEUTRAL.replace("v 1 1 0", "v 1 one 0"))
     with pytest.raises(HeadgenError, match=r"generic_neutral_mesh.obj:5: malformed OBJ line"):
-        load_ict_facekit(tiny, crop_to_head=False, normalize=False)
+        load_ict_facekit(tiny, parts="merged", normalize=False)
     (tiny / "generic_neutral_mesh.obj").write_text(NEUTRAL + "f 1/1 2/2 9/3\n")
     with pytest.raises(HeadgenError, match="does not exist"):
-        load_ict_facekit(tiny, crop_to_head=False, normalize=False)
+        load_ict_facekit(tiny, parts="merged", normalize=False)
     (tiny / "generic_neutral_mesh.obj").write_text(NEUTRAL)
     (tiny / "vertex_indices.json").write_text("{not json")
     with pytest.raises(HeadgenError, match="not valid JSON"):
-        load_ict_facekit(tiny, crop_to_head=False, normalize=False)
+        load_ict_facekit(tiny, parts="merged", normalize=False)
     (tiny / "vertex_indices.json").unlink()
     with pytest.raises(HeadgenError, match="vertex_indices.json is missing"):
-        load_ict_facekit(tiny, crop_to_head=False, normalize=False)
+        load_ict_facekit(tiny, parts="merged", normalize=False)
     (tiny / "generic_neutral_mesh.obj").unlink()
     with pytest.raises(HeadgenError, match="generic_neutral_mesh.obj is missing"):
         load_ict_facekit(tiny)

@@ -289,8 +289,19 @@ def test_parts_share_the_depth_buffer_and_keep_their_own_materials() -> None:
                                                                                   out["rgb"][0, :, :20])
     assert torch.equal(out["uv"][0, 32, hair_col], torch.zeros(2)) and out["uv"][0, 32, head_col].min() > 0
     assert float(out["opacity"].sum()) > float(r.render(head_mesh, cams, modes=("opacity",))["opacity"].sum())
-    with pytest.raises(HeadgenError, match="'latent' draws a single surface"):
+    with pytest.raises(HeadgenError, match="needs a base_latent on every part, but hair has none"):
         r.render(SurfaceGeometry(head_mesh, latent_map=torch.zeros(4, 4, 4), parts=[hair]), cams, modes=("latent",))
+    # latent renders draw a part with its constant latent, the head with its latent map
+    lat_part = SurfaceGeometry(hair_mesh, base_color=red, base_latent=torch.full((4,), 2.0), name="hair")
+    lat = r.render(SurfaceGeometry(head_mesh, latent_map=torch.ones(4, 4, 4), parts=[lat_part]), cams,
+                   modes=("latent",))["latent"][0]
+    assert torch.allclose(lat[32, hair_col], torch.full((4,), 2.0)) and torch.allclose(lat[32, head_col],
+                                                                                        torch.ones(4))
+    # an alpha-blended overlay part is not drawn: the render equals the head's alone
+    overlay = SurfaceGeometry(hair_mesh, base_color=red, name="film", alpha=0.3)
+    skipped = r.render(SurfaceGeometry(head_mesh, albedo_map=tex, normal_map=nmap, parts=[overlay]), cams,
+                       modes=("albedo",))["albedo"]
+    assert torch.equal(skipped, alone["albedo"])
     with pytest.raises(HeadgenError, match="part 'bare'"):
         r.render(SurfaceGeometry(head_mesh, albedo_map=tex, parts=[SurfaceGeometry(hair_mesh, name="bare")]), cams,
                  modes=("albedo",))
