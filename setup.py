@@ -18,7 +18,7 @@ setup(
                                     "representations", "representations.*",
                                     "converters", "converters.*", "selection", "selection.*"]),
     include_package_data=True,
-    package_data={"headgen": ["heads/data/*"]},
+    package_data={"headgen": ["heads/data/*", "heads/data/ict-facekit/*"]},
     install_requires=[
         # 2.13.0 is pinned so pip takes the CPU wheel where it is provided; CUDA users may install
         # their own torch build first (any 2.13.x satisfies this).

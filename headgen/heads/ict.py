@@ -40,7 +40,7 @@ frame (head height 1, see :meth:`HeadModel.normalized`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +49,7 @@ import numpy as np
 from headgen.errors import HeadgenError
 from headgen.heads.base import HeadModel, HeadPart, LazyHead
 from headgen.heads.ict_files import IctSource, read_source
+from headgen.heads.ict_regions import ict_regions
 from headgen.heads.obj_reader import ObjMesh, read_obj, read_obj_vertices, triangulate
 from headgen.registry import register
 
@@ -180,6 +181,10 @@ def build_model(src: IctSource, parts: Layout = "attached", normalize: bool = Tr
 
     v, identity, expressions = obj.vertices, src.identity, src.expressions
     uvs = obj.uvs
+    face_tile_uv = np.full((V, 2), np.nan)
+    if "M_Face" in obj.materials:
+        sel = face_material == obj.materials.index("M_Face")
+        face_tile_uv[faces[sel].reshape(-1)] = obj.uvs[uv_faces[sel].reshape(-1)]
     head_parts: list[HeadPart] = []
     carved = None
     if parts != "merged":
@@ -204,13 +209,6 @@ def build_model(src: IctSource, parts: Layout = "attached", normalize: bool = Tr
         uvs = skin_atlas_uvs(obj.uvs[used_uv])
         carved = np.zeros(V, dtype=bool)
         carved[:CARVED_VERTICES] = True
-
-    regions: dict[str, np.ndarray] = {}
-    for name, (a, b) in GEOMETRY_RANGES.items():
-        if a < V:
-            m = np.zeros(V, dtype=bool)
-            m[a:min(b, V)] = True
-            regions[name] = m
 
     # Landmarks: one corner of a face that uses the vertex, barycentric (1, 0, 0).
     lm_faces, lm_bary, lm_ids = [], [], []
@@ -240,18 +238,25 @@ def build_model(src: IctSource, parts: Layout = "attached", normalize: bool = Tr
         landmark_ids=np.array(lm_ids, dtype=np.int64),
         uvs=uvs,
         uv_faces=uv_faces,
-        regions=regions,
         parts=head_parts,
         carved=carved,
         scale=scale,
         units="cm",
         meta={"source": src.origin, "materials": obj.materials, "face_material": face_material, "layout": parts},
     )
-    if normalize:
-        if chin is None:
-            raise HeadgenError(f"{src.origin}: normalize needs idx_to_landmark_verts (the chin landmark)")
-        model = model.normalized(chin=chin)
-    return model
+    if normalize and chin is None:
+        raise HeadgenError(f"{src.origin}: normalize needs idx_to_landmark_verts (the chin landmark)")
+    if chin is None:
+        return model
+    norm = model.normalized(chin=chin)
+    nv = norm.v_template.numpy().astype(np.float64)
+    skin = np.zeros(V, dtype=bool)
+    skin[: min(V, SKIN_VERTICES)] = True
+    sockets = np.zeros(V, dtype=bool)
+    sockets[GEOMETRY_RANGES["mouth_socket"][0]: min(V, SKIN_VERTICES)] = True
+    regions = ict_regions(nv, skin, face_tile_uv[:V], sockets, nv[lm_verts[:17]],
+                          float(nv[lm_verts[36:48], 1].mean()))
+    return replace(norm if normalize else model, regions=regions)
 
 
 @register("head", "ict-facekit")

@@ -131,8 +131,10 @@ class DemoTarget:
 
     def surface(self, head: Any, device: torch.device | str = "cpu") -> SurfaceGeometry:
         if self._surface is None or self._surface.mesh.v_pos.device != torch.device(device):
-            mesh = Mesh(self.vertices(head), head.faces, head.uvs, head.uv_faces)
-            self._surface = SurfaceGeometry(mesh, albedo_map=self.albedo).to(device)
+            v = self.vertices(head)
+            mesh = Mesh(v, head.faces, head.uvs, head.uv_faces)
+            # with the head model's attached parts (ICT-FaceKit's eyes and teeth), as the results draw them
+            self._surface = SurfaceGeometry(mesh, albedo_map=self.albedo, parts=head.part_surfaces(v)).to(device)
         return self._surface
 
 
@@ -161,6 +163,8 @@ class TexelMaps:
     """Region name -> [T,T] weight in [0,1]."""
     landmarks: Tensor
     """[478,3] MediaPipe landmarks of the template (NaN where not embedded)."""
+    eyeballs: bool = False
+    """The head has eyeballs of its own (ICT-FaceKit's parts): the albedo paints no eyes."""
 
 
 def texel_maps(head: Any, size: int) -> TexelMaps:
@@ -181,7 +185,9 @@ def texel_maps(head: Any, size: int) -> TexelMaps:
     values = backend.interpolate(per_vertex[tri_pos.reshape(-1)][None], rast, tri)[0]
     covered = rast[0, ..., 3] > 0
     regions = {n: values[..., 3 + i] * covered for i, n in enumerate(names)}
-    return TexelMaps(values[..., :3] * covered[..., None], covered, regions, head.landmarks_mediapipe().float())
+    eyeballs = any(p.name.startswith("eyeball") for p in getattr(head, "parts", []))
+    return TexelMaps(values[..., :3] * covered[..., None], covered, regions, head.landmarks_mediapipe().float(),
+                     eyeballs)
 
 
 def _inside(points_xy: np.ndarray, polygon_xy: np.ndarray) -> np.ndarray:
@@ -282,7 +288,7 @@ def paint_albedo(spec: TargetSpec, maps: TexelMaps) -> Tensor:
                 d = torch.cdist(pos.reshape(-1, 3), pts).min(-1).values.reshape(front.shape)
                 albedo[(d < 0.018) & front] = 0.5 * hair + 0.1
     for eye, pupil in (("left_eye", 473), ("right_eye", 468)):
-        if eye in groups:
+        if eye in groups and not maps.eyeballs:
             inside = mask(_outer_loop(edges[eye], lm))
             albedo[inside] = torch.tensor([0.92, 0.9, 0.88])
             if not torch.isnan(lm[pupil]).any():
@@ -292,4 +298,15 @@ def paint_albedo(spec: TargetSpec, maps: TexelMaps) -> Tensor:
     if spec.age > 0.7:  # forehead lines
         lines = front & (face > 0.5) & (y > 0.2) & (y < 0.32) & (torch.sin(y * 220).abs() < 0.12)
         albedo[lines] *= 0.8
-    return albedo.clamp(0, 1)
+    return dilate(albedo.clamp(0, 1), maps.covered)
+
+
+def dilate(image: Tensor, covered: Tensor) -> Tensor:
+    """Texels outside the UV layout take their nearest covered texel's colour, so bilinear
+    sampling at an island's edge (a seam) does not blend in the colour of the empty atlas."""
+    if bool(covered.all()) or not bool(covered.any()):
+        return image
+    from scipy.ndimage import distance_transform_edt
+
+    _, (rows, cols) = distance_transform_edt(~covered.numpy(), return_indices=True)
+    return image[torch.from_numpy(rows), torch.from_numpy(cols)]
