@@ -25,8 +25,27 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from headgen.errors import HeadgenError  # noqa: E402
 from headgen.heads.ict_files import PACKED_DIR, write_packed  # noqa: E402
 from headgen.heads.obj_reader import read_obj  # noqa: E402
+
+
+def transferred_landmarks(packed: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The built-in head's MediaPipe landmarks carried onto the packed ICT skin (None when the
+    model has no Multi-PIE landmarks to fit the warp on, e.g. a test's tiny mesh)."""
+    from headgen.heads import load_builtin_head
+    from headgen.heads.ict import load_ict_facekit
+    from headgen.heads.ict_landmarks import transfer_landmarks
+
+    try:
+        ict = load_ict_facekit(packed, parts="none", num_identity=0)
+    except HeadgenError:
+        return None
+    if ict.num_landmarks < 10:
+        return None
+    builtin = load_builtin_head()
+    return transfer_landmarks(builtin.landmark_ids.numpy(), builtin.landmarks().numpy(), ict.landmark_ids.numpy(),
+                              ict.landmarks().numpy(), ict.v_template.numpy(), ict.faces.numpy())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the OBJ's vertices differ from ict_facekit.npz's neutral", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    out = write_packed(
-        args.out / "ict_facekit.npz",
+    contents = dict(
         neutral=neutral,
         obj=obj,
         identity_names=[str(n) for n in arrays["identity_names"]],
@@ -61,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         index_json=(src / "vertex_indices.json").read_text(),
         source=f"packed from {src.name} by scripts/pack_ict_facekit.py",
     )
+    out = write_packed(args.out / "ict_facekit.npz", **contents)
+    # The landmarks are fitted on the packed model itself, then stored with it.
+    mediapipe = transferred_landmarks(out)
+    if mediapipe is not None:
+        write_packed(out, **contents, mediapipe=mediapipe)
+    if mediapipe is not None:
+        print(f"transferred {len(mediapipe[0])} MediaPipe landmarks from the built-in head")
     for name in ("LICENSE", "CREDITS.md"):
         shutil.copyfile(src / name, args.out / name)
     height = float(neutral[:, 1].max() - neutral[:, 1].min())

@@ -33,9 +33,11 @@ back's texel density:
   skin (the texture LDM's non-face mask marks it).
 
 Polygons are fan-triangulated keeping their winding. Landmarks: the 68 Multi-PIE vertices of
-``vertex_indices.json``, embedded under their usual MediaPipe ids (a partial, approximate
-MediaPipe layout). Units are centimetres; ``normalize`` maps the model to the built-in head's
-frame (head height 1, see :meth:`HeadModel.normalized`).
+``vertex_indices.json``, embedded under their usual MediaPipe ids, and in the shipped copy the
+rest of the built-in head's MediaPipe contour points and pupils, transferred once from it
+(:mod:`.ict_landmarks`), so landmark maps draw ICT with the full contours. Units are
+centimetres; ``normalize`` maps the model to the built-in head's frame (head height 1, see
+:meth:`HeadModel.normalized`).
 """
 
 from __future__ import annotations
@@ -221,6 +223,14 @@ def build_model(src: IctSource, parts: Layout = "attached", normalize: bool = Tr
         lm_faces.append(rows[0])
         lm_bary.append(b)
         lm_ids.append(mp_id)
+    if src.mediapipe is not None:  # the rest of MediaPipe's contours, transferred (ict_landmarks)
+        index = {tuple(f): i for i, f in enumerate(faces.tolist())}
+        for mp_id, tri, b in zip(*src.mediapipe):
+            f = index.get(tuple(int(i) for i in tri))
+            if f is not None:
+                lm_faces.append(f)
+                lm_bary.append(b)
+                lm_ids.append(int(mp_id))
 
     head_part = v[: min(V, SKIN_VERTICES)]
     crown = float(head_part[:, 1].max())

@@ -10,7 +10,9 @@
   [T,2] (the published UDIM coordinates), polygons as ``poly_sizes`` [P], ``poly_vertices`` and
   ``poly_uvs`` (flat, 0-based), ``poly_material`` [P] into ``materials``, ``identity_names`` and
   ``identity_deltas`` float16 [K,V,3], ``expression_names`` and ``expression_deltas`` float16
-  [E,V,3], ``index_json`` (the published vertex_indices.json) and ``source``. float16 deltas err
+  [E,V,3], ``index_json`` (the published vertex_indices.json), ``source`` and, when the packing
+  script transferred them (:mod:`.ict_landmarks`), MediaPipe landmarks ``mediapipe_ids`` [L],
+  ``mediapipe_vertices`` [L,3] (a skin triangle's vertices) and ``mediapipe_bary`` [L,3]. float16 deltas err
   about 3e-5 head heights; the neutral stays float32 (float16 would err 2.3e-4).
 """
 
@@ -51,6 +53,8 @@ class IctSource:
     """The published vertex_indices.json."""
     origin: str = ""
     """Where it was read from (for messages and meta)."""
+    mediapipe: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    """Transferred MediaPipe landmarks: (ids [L], triangle vertices [L,3], barycentrics [L,3])."""
 
 
 def read_source(path: str | Path | None, num_identity: int | None = None) -> IctSource:
@@ -134,7 +138,8 @@ def read_facex_folder(folder: Path, num_identity: int | None = None) -> IctSourc
 # -------------------------------------------------------------------------------- packed file
 def write_packed(path: Path, *, neutral: np.ndarray, obj: ObjMesh, identity_names: list[str],
                  identity_deltas: np.ndarray, expression_names: list[str], expression_deltas: np.ndarray,
-                 index_json: str, source: str) -> Path:
+                 index_json: str, source: str,
+                 mediapipe: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Path:
     """Write the packed file (see the module docstring); returns its path."""
     sizes = np.array([len(vi) for vi, _ in obj.polygons], dtype=np.uint8)
     if any(len(ti) != len(vi) for vi, ti in obj.polygons):
@@ -155,6 +160,10 @@ def write_packed(path: Path, *, neutral: np.ndarray, obj: ObjMesh, identity_name
         "index_json": np.array(index_json),
         "source": np.array(source),
     }
+    if mediapipe is not None:
+        ids, verts, bary = mediapipe
+        arrays.update(mediapipe_ids=np.asarray(ids, np.int32), mediapipe_vertices=np.asarray(verts, np.int32),
+                      mediapipe_bary=np.asarray(bary, np.float32))
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
@@ -181,6 +190,10 @@ def read_packed(path: Path, num_identity: int | None = None) -> IctSource:
         expressions = z["expression_deltas"].astype(np.float32)
         names = [str(n) for n in z["expression_names"]]
         index = json.loads(str(z["index_json"]))
+        mediapipe = None
+        if "mediapipe_ids" in z.files:
+            mediapipe = (z["mediapipe_ids"].astype(np.int64), z["mediapipe_vertices"].astype(np.int64),
+                         z["mediapipe_bary"].astype(np.float64))
     except HeadgenError:
         raise
     except (KeyError, ValueError, OSError, EOFError, json.JSONDecodeError, zipfile.BadZipFile) as exc:
@@ -191,4 +204,4 @@ def read_packed(path: Path, num_identity: int | None = None) -> IctSource:
     V = len(neutral)
     if identity.shape[1:] != (V, 3) or expressions.shape[1:] != (V, 3) or len(names) != len(expressions):
         raise HeadgenError(f"{path}: delta arrays do not match the neutral mesh's {V} vertices")
-    return IctSource(obj, identity, names, expressions, index, str(path))
+    return IctSource(obj, identity, names, expressions, index, str(path), mediapipe)

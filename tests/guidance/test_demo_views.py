@@ -34,12 +34,13 @@ def cameras(az, el, dist=3.0, fov=40.0):
     return Cameras.from_spherical(torch.tensor(el), az, torch.full_like(az, dist), torch.full_like(az, fov), RES)
 
 
-def enumerate_data(world, targets, cams, i, label, mode, lights, inferred=None):
+def enumerate_data(world, targets, cams, i, label, mode, lights, inferred=None, bank=False):
     """The data set of sample i, built from the documented rules alone. ``exact`` / ``inferred``:
     the sample's own / the landmark-read camera, under the sample's light and the camera-fixed
     lights. ``text``: the exact camera when the text's sector allows it, plus every other 15-degree
     grid azimuth of the sector at the camera's elevation / distance / fov quantised to 15 deg /
-    0.25 / 10 deg, under camera-fixed lights."""
+    0.25 / 10 deg, under camera-fixed lights; for the bank (unconditional) every grid azimuth and
+    never the exact camera."""
     h, ss = RES // 8, world.settings.supersample
     az = float(cams.azimuth[i])
     rows = []
@@ -56,13 +57,14 @@ def enumerate_data(world, targets, cams, i, label, mode, lights, inferred=None):
     if mode == "inferred":
         cam = single(float(inferred[0][i]), float(inferred[1][i]))
         return torch.cat([encode(t, cam, own_light) for t in targets]).double()
-    if mode == "exact" or in_sector(label, az):
+    own = not bank and in_sector(label, az)
+    if mode == "exact" or own:
         rows += [encode(t, single(az, float(cams.elevation[i])), own_light) for t in targets]
     if mode == "text":
         q = lambda v, s: round(v / s) * s  # noqa: E731
         el, dist = q(float(cams.elevation[i]), 15.0), q(float(cams.distance[i]), 0.25)
         fov = q(math.degrees(float(cams.fovy[i])), 10.0)
-        skip = own_cell(az) if in_sector(label, az) else None
+        skip = own_cell(az) if own else None
         for g in GRID:
             if in_sector(label, g) and g != skip:
                 c = Cameras.from_spherical(torch.tensor([el]), torch.tensor([g]), torch.tensor([dist]),
@@ -119,7 +121,8 @@ def test_every_branch_is_the_posterior_mean_over_its_enumerated_data(world, t):
             if sample_mode == "inferred-ip2p":
                 data = enumerate_data(world, targets, cams, i, label, "inferred", lights, inferred_ip2p)
             else:
-                data = enumerate_data(world, targets, cams, i, label, sample_mode, lights, inferred)
+                data = enumerate_data(world, targets, cams, i, label, sample_mode, lights, inferred,
+                                      bank=br.subject is None)
             want = brute_eps(z_t[i].flatten(), data, a)
             rel = float((eps[i].flatten().double() - want).norm() / want.norm())
             assert rel < 1e-5, (name, i, rel)
@@ -147,6 +150,10 @@ def test_text_data_do_not_know_the_camera(world):
     # mean for both cameras up to one of 24 azimuths rendered exactly instead of at its cell.
     rel = float((eps[0] - eps[1]).norm() / eps[0].norm())
     assert rel < 0.05, rel
+    # The bank (unconditional) holds grid cells only: two cameras in one cell see the same data.
+    same_cell = ViewInfo(cameras([1.0, 4.0], [0.0, 0.0]), None, "normal")
+    bank = backbone.eps(z, torch.tensor([300, 300]), [Branch(["n"] * 2)], same_cell)[0]
+    assert torch.equal(bank[0], bank[1])
     exact = DemoBackbone(DemoWorld(world.head, PROMPT, settings=DemoSettings(bank_size=0, views="exact")))
     eps_exact = exact.eps(z, t, [Branch(["x"] * 2, subject=PROMPT)], ViewInfo(cams, None, "normal"))[0]
     assert float((eps_exact[0] - eps_exact[1]).norm() / eps_exact[0].norm()) > 0.2

@@ -48,7 +48,7 @@ def test_shipped_file_is_compact_and_licensed():
 def test_shipped_model_has_100_identities_and_the_expressions(head):
     assert head.num_identity == 100 and head.num_expression >= 53 and head.num_vertices == 26719
     assert {"jawOpen", "eyeBlink_L", "mouthSmile_R", "eyeLookUp_L", "cheekPuff_L"} <= set(head.expression_names)
-    assert head.scale == pytest.approx(1.0) and head.units == "head height" and head.num_landmarks == 68
+    assert head.scale == pytest.approx(1.0) and head.units == "head height" and head.num_landmarks > 68
     # registered under ict-facekit with no path needed
     assert IctFaceKitHead(IctFaceKitHead.Config()).load().num_identity == 100
 
@@ -180,3 +180,18 @@ def test_pack_script_round_trip_and_errors(tmp_path):
     broken.write_bytes(broken.read_bytes()[:200])
     with pytest.raises(HeadgenError, match="not a packed ICT-FaceKit file"):
         read_packed(broken)
+
+
+def test_mediapipe_contours_transferred_from_the_builtin_head(head):
+    from headgen.render.landmarks import contour_landmark_ids, landmark_edges
+
+    ids = set(head.landmark_ids.tolist())
+    assert set(contour_landmark_ids()) <= ids and head.num_landmarks >= 140
+    assert not {468, 473} & ids  # the pupils are on the eyeballs, not the skin
+    lm = head.landmarks_mediapipe()
+    for eye, ball in (("left_eye", "eyeball_left"), ("right_eye", "eyeball_right")):
+        contour = sorted({i for e in landmark_edges()[eye] for i in e})
+        part = next(p for p in head.parts if p.name == ball)
+        centre = head.v_template[head.part_vertices(part)[0]].mean(0)
+        # the transferred eye outline surrounds the eyeball in the front view
+        assert (lm[contour, :2].mean(0) - centre[:2]).abs().max() < 0.02, eye

@@ -307,3 +307,23 @@ def test_parts_share_the_depth_buffer_and_keep_their_own_materials() -> None:
                  modes=("albedo",))
     with pytest.raises(HeadgenError, match="cannot have parts"):
         SurfaceGeometry(head_mesh, parts=[geo])
+
+
+def test_cull_backfaces_drops_only_what_faces_away() -> None:
+    # A plane facing +z: seen from the front it draws either way; from behind only without culling.
+    r, culled = renderer(antialias=False), renderer(antialias=False, cull_backfaces=True)
+    front, back = front_camera(), front_camera(azimuth=180.0)
+    assert torch.equal(r.render(plane(), front, modes=("opacity",))["opacity"],
+                       culled.render(plane(), front, modes=("opacity",))["opacity"])
+    assert r.render(plane(), back, modes=("opacity",))["opacity"].sum() > 100
+    assert culled.render(plane(), back, modes=("opacity",))["opacity"].sum() == 0
+    # A closed surface (the built-in head) looks the same from any side, up to silhouette pixels.
+    from headgen.heads import load_builtin_head
+
+    head = load_builtin_head("low")
+    mesh = Mesh(head.v_template, head.faces)
+    for cams in (front_camera(), front_camera(azimuth=120.0)):
+        a = r.render(mesh, cams, modes=("normal", "opacity"))
+        b = culled.render(mesh, cams, modes=("normal", "opacity"))
+        differ = (a["normal"] - b["normal"]).abs().amax(-1) > 1e-4
+        assert differ.float().mean() < 0.01 and torch.equal(a["opacity"], b["opacity"])

@@ -96,7 +96,8 @@ class DemoBackbone(DiffusionBackbone):
             targets = self.world.targets_for(br.subject, br.edit)
             if ambiguous:
                 modes, inferred = self._sample_modes(br, views, cache)
-                per_sample = self.world.branch_data(targets, views, h, branch_views(br), modes, inferred, cache)
+                per_sample = self.world.branch_data(targets, views, h, branch_views(br), modes, inferred, cache,
+                                                    exact=br.subject is not None)
                 eps = torch.cat([eps_prediction(x[i : i + 1], d[None].to(x), a[i : i + 1])
                                  for i, d in enumerate(per_sample)])
                 out.append(eps.view(b, c, h, w).to(z_t.dtype))

@@ -14,7 +14,11 @@ and 5 of its 24 azimuths; and 15 degrees is small enough that any camera has a g
 its sector allows it, so a perfect head still matches closely. The other azimuths are cells,
 quantised in elevation (15 degrees), distance (0.25) and field of view (10 degrees) too, and
 cached across steps (LRU within a memory budget): a step renders the exact camera and only the
-cells it has not seen. The quantisation is coarse on purpose: with 5-degree elevation and fov
+cells it has not seen. Unconditional and negative branches (the bank: 16 targets) hold the grid
+cells only, their own included, never the exact camera: a perfect head is its target, not a bank
+head, so the exact render buys the bank nothing, and rendering 16 targets at every step's
+camera was most of a demo step (DreamFace on ICT-FaceKit: world.images 58 of 122 s profiled).
+The quantisation is coarse on purpose: with 5-degree elevation and fov
 cells a recipe's camera ranges touch about 4x more cells, and SDS on the demo prior at 128 px took
 0.9 s per step over the first 30 steps instead of 0.2 s (``benchmarks/bench_guidance_speed.py
 --size demo``); the exact camera keeps a perfect head's match close.
@@ -72,13 +76,14 @@ class Cell:
     fovy: float
 
 
-def sample_cells(cameras: Cameras, i: int, label: str | None) -> tuple[bool, list[Cell]]:
-    """For sample ``i``: whether its exact camera is in the data, and the other cells' cameras."""
+def sample_cells(cameras: Cameras, i: int, label: str | None, exact: bool = True) -> tuple[bool, list[Cell]]:
+    """For sample ``i``: whether its exact camera is in the data, and the other cells' cameras
+    (``exact=False``: grid cells only, the sample's own cell included: the bank's data)."""
     az = float(cameras.azimuth[i])
     el = _quantise(float(cameras.elevation[i]), CELL_STEP["elevation"])
     dist = _quantise(float(cameras.distance[i]), CELL_STEP["distance"])
     fov = _quantise(math.degrees(float(cameras.fovy[i])), CELL_STEP["fovy"])
-    exact = in_sector(label, az)
+    exact = exact and in_sector(label, az)
     mine = own_cell(az) if exact else None
     cells = [Cell(g, el, dist, fov) for g in GRID if in_sector(label, g) and g != mine]
     return exact, cells

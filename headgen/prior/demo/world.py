@@ -168,15 +168,17 @@ class DemoWorld:
         return torch.cat(parts, dim=1)
 
     def branch_data(self, targets: list[DemoTarget], views: Any, h: int, labels: list[str | None] | None,
-                    modes: list[str], inferred: Cameras | None = None, cache: dict | None = None) -> list[Tensor]:
+                    modes: list[str], inferred: Cameras | None = None, cache: dict | None = None,
+                    exact: bool = True) -> list[Tensor]:
         """Per sample, [M_i, D] latent data of a branch under ambiguous views, by the sample's mode:
         ``exact``: at its own camera (as :meth:`data`); ``inferred``: at the camera ``inferred``
         holds for it (read from its landmark map); ``text``: at its camera when its text's sector
-        allows it, plus the sector's cached cells (``labels``: the view each sample's text names)."""
+        allows it, plus the sector's cached cells (``labels``: the view each sample's text names);
+        ``exact=False`` (the bank): ``text`` samples hold the cached grid cells only."""
         cache = {} if cache is None else cache
         cams = views.cameras
         labels_or_none = labels if labels is not None else [None] * cams.batch_size
-        needs_exact = any(m == "exact" or (m == "text" and in_sector(lab, float(a)))
+        needs_exact = any(m == "exact" or (m == "text" and exact and in_sector(lab, float(a)))
                           for m, lab, a in zip(modes, labels_or_none, cams.azimuth.tolist()))
         exact_all = self.data(targets, views, h, h, cache) if needs_exact else None
         inferred_all = None
@@ -193,8 +195,8 @@ class DemoWorld:
             if modes[i] == "inferred":
                 out.append(inferred_all[i])
                 continue
-            exact, cells = sample_cells(cams, i, labels[i] if labels is not None else None)
-            parts = [exact_all[i]] if exact else []
+            own, cells = sample_cells(cams, i, labels[i] if labels is not None else None, exact)
+            parts = [exact_all[i]] if own else []
             if cells:
                 parts += [self._cell_latents(t, views.image_key, h, look[i], cells) for t in targets]
             out.append(torch.cat(parts, 0))

@@ -11,7 +11,10 @@ Conventions (every backend follows them, so renders do not depend on the backend
   ``u * a[t0] + v * a[t1] + (1 - u - v) * a[t2]``; ``rast[..., 2] = z / w`` (NDC depth, smaller is
   nearer); ``rast[..., 3] = triangle_id + 1`` as a float, 0 where no triangle covers the pixel.
   With a batch of positions ``[B, V, 4]`` the triangle ids index ``tri`` for every batch element.
-* Both faces of a triangle are drawn (no culling); the nearest surface wins.
+* Both faces of a triangle are drawn (no culling); the nearest surface wins. ``cull_back=True``
+  is a speed hint for closed surfaces seen from outside (a head): the torch backend then skips
+  triangles facing away from the camera (counter-clockwise is the front); nvdiffrast draws both
+  faces anyway. Either way a closed surface's image is the same up to silhouette pixels.
 * Textures are ``[B, h, w, C]`` or ``[h, w, C]`` stored top-down (row 0 = top). ``uv = (0, 0)`` is
   the bottom-left corner of the image and ``(1, 1)`` the top-right (OBJ convention), texel centres
   at ``((c + 0.5) / w, 1 - (r + 0.5) / h)``.
@@ -41,7 +44,8 @@ class RasterBackend(ABC):
     name: str = "base"
 
     @abstractmethod
-    def rasterize(self, pos_clip: Tensor, tri: Tensor, resolution: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
+    def rasterize(self, pos_clip: Tensor, tri: Tensor, resolution: tuple[int, int],
+                  cull_back: bool = False) -> tuple[Tensor, Tensor | None]:
         """Rasterize triangles ``tri`` [F,3] of clip-space vertices [B,V,4] (or [V,4], B = 1).
 
         Returns ``(rast [B,H,W,4], rast_db or None)``; see the module docstring for the layout.

@@ -47,7 +47,8 @@ class NvdiffrastBackend(RasterBackend):
         check_tri(tri)
         return tri.to(device=device, dtype=torch.int32).contiguous()
 
-    def rasterize(self, pos_clip: Tensor, tri: Tensor, resolution: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
+    def rasterize(self, pos_clip: Tensor, tri: Tensor, resolution: tuple[int, int],
+                  cull_back: bool = False) -> tuple[Tensor, Tensor | None]:  # draws both faces (a hint)
         pos = batch_positions(pos_clip).float().contiguous()
         rast, rast_db = self.dr.rasterize(
             self.ctx, pos, self._tri32(tri, pos.device), resolution=[int(resolution[0]), int(resolution[1])]

@@ -207,7 +207,8 @@ class TorchRasterBackend(RasterBackend):
         self._vis_hold: Tensor | None = None
 
     # ------------------------------------------------------------------ rasterize
-    def rasterize(self, pos_clip: Tensor, tri: Tensor, resolution: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
+    def rasterize(self, pos_clip: Tensor, tri: Tensor, resolution: tuple[int, int],
+                  cull_back: bool = False) -> tuple[Tensor, Tensor | None]:
         pos = batch_positions(pos_clip)
         check_tri(tri)
         height, width = int(resolution[0]), int(resolution[1])
@@ -220,7 +221,7 @@ class TorchRasterBackend(RasterBackend):
 
         zbuf = torch.full((bsz * npix,), _EMPTY, dtype=torch.int64, device=pos.device)
         if nf > 0:
-            self._zbuffer(data.detach().reshape(bsz * nf, 3, 4), valid, nf, height, width, zbuf)
+            self._zbuffer(data.detach().reshape(bsz * nf, 3, 4), valid, nf, height, width, zbuf, cull_back)
             clipped = (~valid).nonzero().squeeze(1)
             if clipped.numel() > 0:
                 self._zbuffer_clipped(pos.detach(), tri_l, clipped, nf, height, width, zbuf)
@@ -269,8 +270,10 @@ class TorchRasterBackend(RasterBackend):
         rast = pos.new_zeros(bsz * npix, 4).index_put((hit,), vals)
         return rast.view(bsz, height, width, 4), None
 
-    def _zbuffer(self, data: Tensor, valid: Tensor, nf: int, height: int, width: int, zbuf: Tensor) -> None:
-        """Fill ``zbuf`` [B*H*W] with the smallest (depth, triangle) key per pixel."""
+    def _zbuffer(self, data: Tensor, valid: Tensor, nf: int, height: int, width: int, zbuf: Tensor,
+                 cull_back: bool = False) -> None:
+        """Fill ``zbuf`` [B*H*W] with the smallest (depth, triangle) key per pixel (``cull_back``:
+        front-facing triangles only; rows grow downwards, so counter-clockwise ones have area < 0)."""
         x, y, zn = data[..., 0], data[..., 1], data[..., 3]
         area = _area2(x, y)
         # Pixel centres inside [min, max] of the projected corners.
@@ -287,6 +290,8 @@ class TorchRasterBackend(RasterBackend):
             & (zn.amax(-1) >= -1)
             & (zn.amin(-1) <= 1)
         )
+        if cull_back:
+            ok &= area < 0
         inst = ok.nonzero().squeeze(1)
         if inst.numel() == 0:
             return
