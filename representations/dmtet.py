@@ -46,7 +46,7 @@ from headgen.errors import ConfigError, HeadgenError
 from headgen.gather import take
 from headgen.geometry.marching_tets import TET_EDGES, marching_tets, mesh_edges
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
-from headgen.geometry.sdf import MeshSDF
+from headgen.geometry.sdf import MeshSDF, cap_holes
 from headgen.geometry.tets import TetGrid, tet_grid
 from headgen.geometry.unwrap import textured_mesh
 from headgen.registry import register
@@ -105,7 +105,9 @@ class SDFTarget:
 
 
 def head_mesh_arrays(head: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices [V,3], faces [F,3]) of a head model's neutral mesh (``v_template``, ``faces``)."""
+    """(vertices [V,3], faces [F,3]) of a head model's neutral mesh (``v_template``, ``faces``),
+    its holes capped (:func:`headgen.geometry.sdf.cap_holes`: ICT-FaceKit's skin is open under the
+    neck) so that it has a signed distance."""
     if head is None or not hasattr(head, "v_template") or not hasattr(head, "faces"):
         raise HeadgenError(
             "this representation needs a head model with a neutral mesh (v_template, faces); add `head:` "
@@ -115,7 +117,7 @@ def head_mesh_arrays(head: Any) -> tuple[np.ndarray, np.ndarray]:
     f = head.faces
     v = v.detach().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v)
     f = f.detach().cpu().numpy() if isinstance(f, Tensor) else np.asarray(f)
-    return v.astype(np.float64), f.astype(np.int64)
+    return cap_holes(v.astype(np.float64), f.astype(np.int64))
 
 
 def _head_of(ctx: Any) -> Any:

@@ -323,6 +323,43 @@ def _check_closed(faces: Tensor) -> None:
         )
 
 
+def cap_holes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Close every boundary loop of an oriented mesh with a fan around the loop's centroid (a new
+    vertex per loop), wound to match its neighbours, so :class:`MeshSDF` accepts it (ICT-FaceKit's
+    skin is open under the neck). A closed mesh comes back unchanged."""
+    f = np.asarray(faces, dtype=np.int64)
+    v = np.asarray(vertices, dtype=np.float64)
+    he = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    n = int(f.max()) + 1 if len(f) else 1
+    boundary = he[~np.isin(he[:, 1] * n + he[:, 0], he[:, 0] * n + he[:, 1])]
+    if len(boundary) == 0:
+        return v, f
+    nxt: dict[int, list[int]] = {}
+    for a, b in boundary.tolist():
+        nxt.setdefault(a, []).append(b)
+    new_v, new_f = [v], [f]
+    count = len(v)
+    while nxt:
+        start = next(iter(nxt))
+        loop, cur = [start], start
+        while True:
+            b = nxt[cur].pop()
+            if not nxt[cur]:
+                del nxt[cur]
+            if b == start or b not in nxt:
+                break
+            loop.append(b)
+            cur = b
+        if len(loop) < 3:
+            continue
+        new_v.append(v[loop].mean(0, keepdims=True))
+        ring = np.array(loop)
+        # the boundary runs a -> b along its faces; the cap's triangle (b, a, centre) runs it back
+        new_f.append(np.stack([np.roll(ring, -1), ring, np.full(len(ring), count)], 1))
+        count += 1
+    return np.concatenate(new_v), np.concatenate(new_f)
+
+
 class SDFGrid(torch.nn.Module):
     """A signed distance field sampled on a regular grid over a cube, read back trilinearly.
 
@@ -378,4 +415,4 @@ class SDFGrid(torch.nn.Module):
         return out + outside
 
 
-__all__ = ["MeshSDF", "SDFGrid", "point_triangle_distance2"]
+__all__ = ["MeshSDF", "SDFGrid", "cap_holes", "point_triangle_distance2"]

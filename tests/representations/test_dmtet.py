@@ -282,3 +282,28 @@ def test_mesh_sdf_is_exact_near_the_head_surface(head):
     with pytest.raises(HeadgenError, match="closed mesh"):
         MeshSDF(head.v_template, head.faces[1:])
     assert math.isfinite(sdf.radius)
+
+
+def test_cap_holes_closes_an_open_head_for_its_signed_distance():
+    import numpy as np
+    import trimesh
+
+    from headgen.geometry.sdf import cap_holes
+    from representations.dmtet import head_mesh_arrays
+
+    box = trimesh.creation.box()
+    v, f = np.asarray(box.vertices), np.asarray(box.faces)
+    assert cap_holes(v, f)[1].shape == f.shape  # closed: unchanged
+    open_f = f[np.asarray(box.face_normals)[:, 2] < 0.5]  # the top side (+z) removed: a square hole
+    with pytest.raises(HeadgenError, match="closed mesh"):
+        MeshSDF(v, open_f)
+    cv, cf = cap_holes(v, open_f)
+    assert len(cv) == len(v) + 1 and len(cf) == len(open_f) + 4
+    sdf = MeshSDF(cv, cf)(torch.tensor([[0.0, 0.0, 0.1], [0.0, 0.0, 2.0]], dtype=torch.float64), band=10.0)
+    assert sdf[0] == pytest.approx(-0.4, abs=1e-6) and sdf[1] == pytest.approx(1.5, abs=1e-6)  # the cap at z=0.5
+    # ICT-FaceKit's skin is open under the neck: the head's arrays come capped
+    from headgen.heads.ict import load_ict_facekit
+
+    head = load_ict_facekit(num_identity=0)
+    hv, hf = head_mesh_arrays(head)
+    assert len(hf) == head.num_faces + 54 and MeshSDF(hv, hf)(torch.zeros(1, 3, dtype=torch.float64))[0] < 0
