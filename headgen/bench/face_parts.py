@@ -90,11 +90,10 @@ def face_part_figures(representation: Any, size: int = SIZE, jaw: float = 0.6) -
             continue
         x0, y0, x1, y1 = _box(_project(parts[name].mesh.v_pos, cams)[0], size)
         patch = neutral["albedo"][y0:y1, x0:x1]
-        colours = model_parts[name].vertex_colors
-        iris, sclera = colours[colours[:, 0].argmin()], colours[colours.sum(-1).argmax()]
-        dark = (colours.sum(-1) > 0.2) & (colours.sum(-1) < sclera.sum() - 0.5)  # iris, not the pupil
-        if dark.any():
-            iris = colours[dark][0]
+        # the eyeball's colours by brightness: pupil, iris, sclera
+        colours = torch.unique(model_parts[name].vertex_colors, dim=0)
+        colours = colours[colours.sum(-1).argsort()]
+        iris, sclera = colours[len(colours) // 2], colours[-1]
         out[f"{side}_eye"] = {"iris_px": int(_near(patch, iris).sum()), "sclera_px": int(_near(patch, sclera).sum())}
 
     grey = cv2.cvtColor((neutral["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)

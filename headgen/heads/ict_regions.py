@@ -22,15 +22,11 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.path import Path as PolyPath
 
+from headgen.heads.procedural.mesh import angles
+
 HAIRLINE = 0.33
 """Height of the front hairline above eye level, in head heights."""
 EAR_U, EAR_V = 0.10, (0.47, 0.71)
-
-
-def _angles(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    psi = np.rad2deg(np.arctan2(d[..., 1], np.hypot(d[..., 0], d[..., 2])))
-    phi = np.rad2deg(np.arctan2(d[..., 0], d[..., 2]))
-    return psi, phi
 
 
 def ict_regions(v: np.ndarray, skin: np.ndarray, face_tile_uv: np.ndarray, sockets: np.ndarray,
@@ -63,8 +59,8 @@ def ict_regions(v: np.ndarray, skin: np.ndarray, face_tile_uv: np.ndarray, socke
     left_to_right = jaw if jaw[0, 0] < jaw[-1, 0] else jaw[::-1]
     oval = np.concatenate([left_to_right, v[front[nearest]]])  # the arc runs from +x back to -x
     center = np.array([0.0, eye_y - 0.1, 0.0])
-    psi_o, phi_o = _angles(oval - center)
-    psi_v, phi_v = _angles(v - center)
+    psi_o, phi_o = angles(oval - center)
+    psi_v, phi_v = angles(v - center)
     inside = PolyPath(np.stack([phi_o, psi_o], -1)).contains_points(np.stack([phi_v, psi_v], -1))
     face = skin & ((inside & (np.abs(phi_v) < 120.0)) | sockets) & ~neck & ~ears
     # The thin band the oval leaves above the neck along the jaw is cheek and jaw skin, not scalp.
