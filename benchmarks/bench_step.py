@@ -1,7 +1,7 @@
 """Where an optimisation step's time goes, per optimise stage of each recipe, at full size.
 
     python benchmarks/bench_step.py [--recipes dreamface headartist ...] [--dtypes float32 bfloat16]
-                                    [--steps 1] [--warmup 1] [--variants] [--out bench_step.json]
+                                    [--steps 1] [--warmup 1] [--variants [VARIANT ...]] [--out bench_step.json]
 
 Each recipe runs as its dry run does (``launch.py --dry-run``: full-size random-weight stand-ins of
 its models through ``from_pretrained``, at the recipe's own resolutions; counts cut), except that
@@ -14,7 +14,7 @@ optimiser). ``step / passes`` is the step time over the model-pass time: 1.0 wou
 but the networks costs anything.
 
 CPU: one table per weights dtype (``--dtypes``, default float32 and bfloat16). GPU (when CUDA is
-available): fp16, then with ``--variants`` each of the model config's speed options on top of it
+available): fp16, then with ``--variants`` each of the model config's speed options (or those named) on top of it
 (``channels_last``, ``attention: classic`` against diffusers' SDPA default, ``compile``), each
 with its step-time ratio to plain fp16. The editing recipes edit the result of their source
 recipe's benchmark run (full-size sizes), so run them after it (the default order does) or pass
@@ -50,10 +50,9 @@ HEADERS = {"unet": "UNet", "controlnet": "ControlNet", "vae_encode": "VAE enc", 
            "text_encoder": "text enc", "render_forward": "render fwd", "rest": "rest"}
 # GPU variants: model-config options set on every model of the recipe, on top of fp16.
 VARIANTS: dict[str, list[str]] = {
-    "fp16": [],
-    "fp16 + channels_last": ["channels_last=true"],
-    "fp16 + classic attention": ["attention=classic"],
-    "fp16 + torch.compile": ["compile=true"],
+    "channels_last": ["channels_last=true"],
+    "classic_attention": ["attention=classic"],
+    "compile": ["compile=true"],
 }
 
 
@@ -209,6 +208,15 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _ratios(results: list[dict[str, Any]]) -> None:
+    """Each row's step time over plain fp16's for the same recipe and stage, in place."""
+    ok = [r for r in results if "error" not in r]
+    base = {(r["recipe"], r["stage"]): r["seconds"] for r in ok if r["precision"] == "fp16"}
+    for r in ok:
+        if (r["recipe"], r["stage"]) in base:
+            r["vs_baseline"] = r["seconds"] / base[(r["recipe"], r["stage"])]
+
+
 def child(args: argparse.Namespace) -> None:
     """One recipe in this process (the parent runs each recipe in its own process, so that one
     recipe's models are freed before the next: in one process the CPU run reached 24 GB)."""
@@ -256,7 +264,8 @@ def main() -> None:
                    help="CPU weight dtypes (GPU: float16 and --variants)")
     p.add_argument("--steps", type=int, default=1, help="timed steps per optimise stage")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (model loading, caches)")
-    p.add_argument("--variants", action="store_true", help="GPU: also each speed option on top of fp16")
+    p.add_argument("--variants", nargs="*", default=None, choices=list(VARIANTS), metavar="VARIANT",
+                   help=f"GPU: also each speed option on top of fp16 (all, or those named: {', '.join(VARIANTS)})")
     p.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
     p.add_argument("--output-dir", default="outputs/bench-step", help="run directories and the log go here")
     p.add_argument("--source-run", action="append", default=[], metavar="RECIPE=RUN_DIR",
@@ -272,9 +281,9 @@ def main() -> None:
         return child(args)
     gpu = torch.cuda.is_available()
     if gpu:
-        configs = {name: ["dtype=float16", *opts] for name, opts in VARIANTS.items()}
-        if not args.variants:
-            configs = {"fp16": configs["fp16"]}
+        wanted = [] if args.variants is None else list(dict.fromkeys(args.variants or VARIANTS))
+        configs = {"fp16": ["dtype=float16"]}
+        configs.update({f"fp16 + {name}": ["dtype=float16", *VARIANTS[name]] for name in wanted})
     else:
         configs = {dt: [f"dtype={dt}"] for dt in args.dtypes}
     out = Path(args.output_dir)
@@ -287,6 +296,13 @@ def main() -> None:
     given = dict(item.split("=", 1) for item in args.source_run)
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        # After every recipe too, so that a run stopped part-way keeps what it measured.
+        if args.out:
+            Path(args.out).write_text(json.dumps({"device": device, "torch": torch.__version__,
+                                                  "threads": torch.get_num_threads(), "results": rows}, indent=2))
+
     for precision, options in configs.items():
         sources: dict[str, Path] = {k: Path(v) for k, v in given.items()}
         for recipe in args.recipes:
@@ -310,20 +326,13 @@ def main() -> None:
                       f"model passes {100 * row['model_passes'] / row['seconds']:3.0f}%, "
                       f"step/passes {row['step_over_passes']:.2f}", flush=True)
             print(f"  {recipe} [{precision}] done in {time.perf_counter() - t0:.0f} s", flush=True)
-    if gpu and len(configs) > 1:
-        ok = [r for r in results if "error" not in r]
-        base = {(r["recipe"], r["stage"]): r["seconds"] for r in ok if r["precision"] == "fp16"}
-        for r in ok:
-            if (r["recipe"], r["stage"]) in base:
-                r["vs_baseline"] = r["seconds"] / base[(r["recipe"], r["stage"])]
+            save(results)
     total = time.perf_counter() - start
+    _ratios(results) if gpu and len(configs) > 1 else None
     print(f"\nShares of the mean step time ({args.steps} timed step(s) per stage; total {total:.0f} s)"
           + ("; (xN) = step time / plain fp16's" if gpu and len(configs) > 1 else "") + ":\n")
     print(table(results))
-    if args.out:
-        Path(args.out).write_text(json.dumps({"device": device, "torch": torch.__version__,
-                                              "threads": torch.get_num_threads(), "results": results}, indent=2))
-
+    save(results)
 
 if __name__ == "__main__":
     main()

@@ -215,6 +215,16 @@ class SurfaceGeometry:
         def mv(x: Tensor | None) -> Tensor | None:
             return None if x is None else x.to(device)
 
+        here, there = self.mesh.v_pos.device, torch.device(device)
+        same = here.type == there.type and None in (here.index, there.index) or here == there
+        if self.albedo_fn is not None and not same:
+            # The colour field is a function of its module, which stays where it is: move the module
+            # (the representation) instead of its surface.
+            raise HeadgenError(
+                f"SurfaceGeometry.to({device}): the surface's colour is a field on {self.mesh.v_pos.device}; move "
+                "the representation to that device before taking its surface"
+            )
+
         return SurfaceGeometry(
             self.mesh.to(device),
             mv(self.albedo_map),

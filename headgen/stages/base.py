@@ -35,7 +35,7 @@ class Stage:
                     f"stages.{self.name}.representation: no earlier stage left a representation, so this stage "
                     "must say which one to build ({type: ..., ...})"
                 )
-            return previous
+            return previous.to(ctx.device)
         rep = component.build(ctx)
         if previous is not None:
             rep.load_from(previous)

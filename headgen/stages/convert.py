@@ -34,6 +34,6 @@ class ConvertStage(Stage):
             raise ConfigError(f"stages.{self.name}: a convert stage needs an earlier stage's representation")
         torch.manual_seed(ctx.stage_seed(self.name))
         converter: Converter = self.cfg.converter.build(ctx)
-        rep = converter.convert(previous, ctx)
+        rep = converter.convert(previous.to(ctx.device), ctx).to(ctx.device)
         ctx.state["representation"] = rep
         save_result(ctx.run_dir.stage_dir(self.name), rep, ctx.stamp(self.name))

@@ -403,6 +403,9 @@ class OptimizeStage(Stage):
                 resumed = resume_checkpoint is not None
                 trainer = make_trainer(self.name, self.cfg, stage_dir, ctx, resumed=resumed)
                 trainer.fit(system, ckpt_path=resume_checkpoint, weights_only=True)
+            # Lightning's teardown moves the module to the CPU after fit; everything after this
+            # (finalize's VAE decode, metrics, the next stage) runs on the run's device.
+            system.to(ctx.device)
         representation.finalize()
         ctx.state["representation"] = representation
         save_result(stage_dir, representation, ctx.stamp(self.name))

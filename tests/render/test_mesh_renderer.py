@@ -327,3 +327,12 @@ def test_cull_backfaces_drops_only_what_faces_away() -> None:
         b = culled.render(mesh, cams, modes=("normal", "opacity"))
         differ = (a["normal"] - b["normal"]).abs().amax(-1) > 1e-4
         assert differ.float().mean() < 0.01 and torch.equal(a["opacity"], b["opacity"])
+
+
+def test_a_surface_with_a_colour_field_moves_only_with_its_module():
+    """GPU runs found it: a surface moved to another device kept its colour field on the first, and the
+    render failed deep inside with a device mismatch. Now the move itself says what to do."""
+    surface = SurfaceGeometry(Mesh(torch.zeros(3, 3), torch.tensor([[0, 1, 2]])), albedo_fn=lambda x: x)
+    assert surface.to("cpu").albedo_fn is surface.albedo_fn
+    with pytest.raises(HeadgenError, match=r"colour is a field on cpu; move the representation"):
+        surface.to("meta")
