@@ -340,7 +340,9 @@ class ParametricMesh(Representation):
 
     # ------------------------------------------------------------------ stage hand-over
     def load_from(self, previous: Representation) -> None:
-        """Start from the previous parametric mesh: copy every parameter both have."""
+        """Start from the previous parametric mesh: copy every parameter both have. Identity
+        coefficients carry over into a head with more modes (the extra ones start at zero, so the
+        shape is the same); any other size difference is an error, never a silent fresh start."""
         if not isinstance(previous, ParametricMesh):
             super().load_from(previous)
             return
@@ -350,8 +352,19 @@ class ParametricMesh(Representation):
             for key, value in theirs.items():
                 if key in self.HAIR_BUFFERS:
                     mine[key] = value.detach().clone()  # whatever its size: the hair passes on as it is
-                elif key in mine and mine[key].shape == value.shape:
+                elif key not in mine:
+                    continue
+                elif mine[key].shape == value.shape:
                     mine[key].copy_(value)
+                elif key in ("beta", "beta_star") and value.numel() < mine[key].numel():
+                    mine[key].zero_()[: value.numel()].copy_(value)
+                else:
+                    what = "num_identity" if key in ("beta", "beta_star") else key
+                    raise ConfigError(
+                        f"parametric-mesh: this stage's {key} has shape {tuple(mine[key].shape)}, the previous "
+                        f"stage's {tuple(value.shape)}; give representation.{what} (and sizes) the same values in "
+                        "both stages (a head with fewer identity modes than the previous one cannot hold its shape)"
+                    )
         self.load_state_dict(mine)
 
 

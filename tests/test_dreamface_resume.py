@@ -14,7 +14,7 @@ from testpaths import REPO
 from headgen.cli import main
 
 TINY = [
-    "prior=demo",
+    "prior=demo", "head=builtin", "stages.coarse.representation.num_identity=50",
     "stages.coarse.selector.pool_size=128", "stages.coarse.selector.resolution=64", "stages.coarse.selector.lights=2",
     "stages.carve.steps=3", "stages.carve.renderer.resolution=64", "stages.carve.guidance.resolution=64",
     "stages.hair.selector.resolution=64", "stages.hair.selector.lights=1",

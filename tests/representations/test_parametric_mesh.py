@@ -67,3 +67,20 @@ def test_render_input_and_bad_config(ctx):
         make(ctx, num_identity=0)
     with pytest.raises(ConfigError, match="unknown expression 'smile'"):
         make(ctx, expression={"smile": 1.0})
+
+
+def test_load_from_carries_identity_into_more_modes_and_refuses_other_size_changes(ctx):
+    """A stage that rebuilds the head (DreamFace's texture-image) keeps the previous identity; a size it
+    cannot hold is an error, not a silent fresh start (it used to reset the identity to the mean head)."""
+    prev = make(ctx, num_identity=10)
+    beta = torch.linspace(-1.0, 1.0, 10)
+    prev.set_identity(beta)
+    bigger = make(ctx, num_identity=20)
+    bigger.load_from(prev)
+    assert torch.equal(bigger.beta_star[:10], prev.beta_star) and not bigger.beta_star[10:].any()
+    assert torch.allclose(bigger.vertices(), prev.vertices(), atol=1e-6)
+    with pytest.raises(ConfigError, match=r"num_identity .*same values in both stages"):
+        make(ctx, num_identity=5).load_from(prev)
+    with pytest.raises(ConfigError, match=r"this stage's normal_map has shape \(16, 16, 3\), the previous stage's "
+                                          r"\(32, 32, 3\)"):
+        make(ctx, num_identity=10, normal_map_size=16).load_from(prev)
