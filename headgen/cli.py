@@ -17,6 +17,7 @@ examples:
   python launch.py --resume outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
   python launch.py --resume RUN_DIR stages.carve.optimizer.lr=1e-4   (unfinished stages only)
   python launch.py --export outputs/dreamface/the-face-of-an-old-sailor@20261120-101500
+  python launch.py --animate RUN_DIR --performance take.csv   (a Live Link Face take -> GLB clip + video)
   python launch.py --bench configs/bench/smoke.yaml [--launcher ray --workers 2]
   python launch.py --config methods/headartist.yaml --dry-run   (full size, random weights, 1 step per stage)
   python launch.py --list
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "under $HEADGEN_CACHE_DIR/full-size-random) to check shapes, dtypes, time and memory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run where it stopped")
     p.add_argument("--export", metavar="RUN_DIR", help="re-run the export stage(s) of a finished run")
+    p.add_argument("--animate", metavar="RUN_DIR",
+                   help="drive a finished run's head with --performance: writes assets/performance-<take>/ "
+                        "(head.glb with the take as its animation clip, animation.mp4)")
+    p.add_argument("--performance", metavar="CSV", help="with --animate: a Live Link Face take (.csv)")
+    p.add_argument("--timecode-fps", type=float, metavar="FPS",
+                   help="with --animate: the take's timecode rate, for takes under a second")
     p.add_argument("--list", action="store_true", help="list registered parts and recipes, then exit")
     p.add_argument("--describe", metavar="KIND/NAME", help="print the options of one part, e.g. guidance/sds")
     p.add_argument("--models", nargs="?", const="", metavar="RECIPE",
@@ -102,11 +109,26 @@ def _run(args: argparse.Namespace) -> int:
             recipe, overrides = "", [recipe, *overrides]
         print(models_text(recipe or None, overrides))
         return 0
-    modes = [m for m in ("config", "resume", "export", "bench") if getattr(args, m)]
+    modes = [m for m in ("config", "resume", "export", "animate", "bench") if getattr(args, m)]
     if len(modes) != 1:
         raise HeadgenError(
-            "give exactly one of --config RECIPE, --resume RUN_DIR, --export RUN_DIR, --bench BENCH_YAML (or --list)"
+            "give exactly one of --config RECIPE, --resume RUN_DIR, --export RUN_DIR, --animate RUN_DIR, "
+            "--bench BENCH_YAML (or --list)"
         )
+    if (args.performance or args.timecode_fps) and not args.animate:
+        raise HeadgenError("--performance and --timecode-fps go with --animate RUN_DIR")
+    if args.animate:
+        if not args.performance:
+            raise HeadgenError("--animate RUN_DIR needs --performance TAKE.csv (a Live Link Face recording)")
+        if args.overrides or args.seed is not None or args.output_dir:
+            raise HeadgenError("--animate takes no overrides, --seed or --output-dir: it writes into the run's "
+                               "assets/performance-<take>/ with the recipe's export settings")
+        from headgen import pipeline
+
+        folder = pipeline.animate_run(args.animate, args.performance, timecode_fps=args.timecode_fps,
+                                      device=args.device, verbose=args.verbose)
+        print(f"Animation: {folder}")
+        return 0
     if args.dry_run and not args.config:
         raise HeadgenError("--dry-run goes with --config RECIPE (it starts a new run)")
     if args.bench:

@@ -61,3 +61,10 @@ class RunContext:
 
     def log(self, message: str) -> None:
         print(message, flush=True)
+
+    def log_once(self, message: str) -> None:
+        """:meth:`log`, unless this run already said exactly this (e.g. two exporters reading one take)."""
+        said = self.__dict__.setdefault("_said", set())
+        if message not in said:
+            said.add(message)
+            self.log(message)

@@ -171,6 +171,48 @@ def export_run(path: str | Path, *, device: str | None = None, verbose: bool = F
     return run_dir.root
 
 
+def animate_run(path: str | Path, performance: str | Path, *, timecode_fps: float | None = None,
+                device: str | None = None, verbose: bool = False, log: Any = print) -> Path:
+    """Drive a finished run's head with a Live Link Face take: ``assets/performance-<take>/`` gets
+    head.glb (the take as its animation clip) and animation.mp4 (the take played at the recipe's
+    video settings). Nothing else in the run changes. Returns that folder."""
+    from dataclasses import replace
+
+    from headgen.animation.livelink import read_live_link_csv
+    from headgen.export.animation import AnimationExporter
+    from headgen.export.gltf import GlbExporter
+    from headgen.rundir import check_inside
+
+    performance = Path(performance)
+    take = read_live_link_csv(performance, timecode_fps)  # a bad take fails before anything is loaded
+    run_dir = RunDir.open(path, "animate")
+    cfg, plain, state = _open_run(run_dir, "animate")
+    names = list(cfg.stages)
+    exports = [n for n, c in cfg.stages.items() if c.type == "export"]
+    before = [n for n in names if n not in exports]
+    unfinished = [n for n in before if state["stages"][n]["status"] != DONE]
+    if unfinished:
+        raise ResumeError(f"--animate {path}: stage '{unfinished[0]}' is not finished; run --resume {path} first")
+    configs = {c.type: c.config for n in exports for c in cfg.stages[n].config.exporters}
+    glb = replace(configs.get("glb", GlbExporter.Config()), filename="head.glb", animation=str(performance),
+                  timecode_fps=take.fps)
+    video = replace(configs.get("animation", AnimationExporter.Config()), filename="animation.mp4", sequence=None,
+                    performance=str(performance), timecode_fps=take.fps)
+    folder = f"performance-{performance.stem}"
+    check_inside(folder, "--animate: the take's name")
+    ctx = RunContext(cfg, plain, run_dir, resolve_device(device or cfg.device), verbose=verbose, run_id=state["run_id"])
+    _load_latest_result(ctx, before)
+    out = run_dir.assets / folder
+    out.mkdir(parents=True, exist_ok=True)
+    rep = ctx.state["representation"]
+    log(f"animating {run_dir.root.name} with {performance} ({len(take.times)} frames, {take.duration:.2f} s at a "
+        f"{take.fps:g} fps timecode)")
+    with torch.no_grad():
+        GlbExporter(glb).export(rep, ctx, out)
+        AnimationExporter(video).export(rep, ctx, out)
+    return out
+
+
 def _open_run(run_dir: RunDir, purpose: str) -> tuple[RunConfig, dict[str, Any], dict[str, Any]]:
     """(typed config, plain config, state) of a run directory, checked against each other."""
     plain = run_dir.read_config()

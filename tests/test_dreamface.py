@@ -130,3 +130,41 @@ def test_ict_facekit_head_shows_eyes_and_teeth_and_exports_its_parts(tmp_path, c
         assert figures[eye]["iris_px"] > 10 and figures[eye]["sclera_px"] > 10, figures
     assert figures["jaw_open"]["mouth_change"] > 0.03 and figures["jaw_open"]["teeth_px"] > 5, figures
     assert figures["faces"] >= 1, figures
+
+    # Issue 22: a Live Link Face take (2 s: the jaw opens and closes, then a smile) drives the head.
+    from dataclasses import replace
+
+    import imageio.v3 as iio
+    import numpy as np
+    from takes import jaw_then_smile
+
+    from headgen.animation.livelink import write_live_link_csv
+    from headgen.bench.face_parts import mouth_box
+    from headgen.export.animation import AnimationExporter
+    from headgen.export.preview import orbit_cameras
+
+    before = {p: p.read_bytes() for p in (run / "assets").glob("*") if p.is_file()}
+    take = write_live_link_csv(tmp_path / "jaw-smile.csv", jaw_then_smile())
+    assert main(["--animate", str(run), "--performance", str(take)]) == 0
+    out, err = capsys.readouterr()
+    folder = run / "assets/performance-jaw-smile"
+    assert f"Animation: {folder}" in out and out.count("no head expression for tongueOut") == 1, out
+    assert before == {p: p.read_bytes() for p in (run / "assets").glob("*") if p.is_file()}  # the rest untouched
+    glb = pygltflib.GLTF2().load(str(folder / "head.glb"))
+    (anim,) = glb.animations
+    times = glb.accessors[anim.samplers[0].input]
+    assert times.count == 60 and times.max[0] == pytest.approx(59 / 30, abs=1e-5)  # 60 frames, 30 fps timecode
+    assert {glb.nodes[c.target.node].name for c in anim.channels} >= {"head", "teeth", "gums_tongue"}
+    report = validate_glb(folder / "head.glb")
+    if report is not None:
+        assert report["errors"] == 0, report
+    video = iio.imread(folder / "animation.mp4").astype(float)
+    cfg = replace(AnimationExporter.Config(), resolution=video.shape[1])  # the reduced run's 128 px
+    assert len(video) == round(59 / 30 * cfg.fps) + 1  # the take's duration at the recipe's video rate
+    cams = orbit_cameras([cfg.azimuth], cfg.elevation, cfg.distance, cfg.fovy, cfg.resolution)
+    x0, y0, x1, y1 = mouth_box(rep, cams, cfg.resolution)
+    jaw, smile = round(0.5 * cfg.fps), round(1.5 * cfg.fps)  # the jaw's and the smile's peaks
+    change = {k: np.abs(video[i, y0:y1, x0:x1] - video[0, y0:y1, x0:x1]).mean() for k, i in
+              (("jaw", jaw), ("smile", smile))}
+    outside = np.abs(video[jaw, : y0 // 2] - video[0, : y0 // 2]).mean()  # the top of the frame
+    assert change["jaw"] > 5 and change["smile"] > 2 and outside < 1, (change, outside)

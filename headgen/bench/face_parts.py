@@ -61,6 +61,22 @@ def _moved(surface: SurfaceGeometry, names: list[str], deltas: torch.Tensor, wei
 
 
 @torch.no_grad()
+def mouth_box(representation: Any, cams: Any, size: int, pad: float = 0.25) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) pixel box of the lips' landmarks seen by ``cams`` (padded by ``pad`` of its
+    size), or None when the representation's head has no landmarks."""
+    from headgen.bench.metrics import _project
+    from headgen.render.landmarks import landmark_edges
+
+    head = getattr(representation, "head", None)
+    if head is None or not head.num_landmarks:
+        return None
+    lm = head.landmarks_mediapipe(representation.vertices().detach())
+    pts = lm[sorted({i for e in landmark_edges()["lips"] for i in e})]
+    pts = pts[~torch.isnan(pts).any(-1)]
+    return _box(_project(pts, cams)[0], size, pad=pad) if len(pts) >= 3 else None
+
+
+@torch.no_grad()
 def face_part_figures(representation: Any, size: int = SIZE, jaw: float = 0.6) -> dict[str, Any]:
     """The figures of the module docstring for a representation with ``export_surface``."""
     import cv2
@@ -102,20 +118,12 @@ def face_part_figures(representation: Any, size: int = SIZE, jaw: float = 0.6) -
         out[key] = int(len(cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(16, 16))))
 
     shapes = expression_blendshapes(representation)
-    lips = None
-    if head is not None and head.num_landmarks:
-        lm = head.landmarks_mediapipe(representation.vertices().detach())
-        from headgen.render.landmarks import landmark_edges
-
-        ids = sorted({i for e in landmark_edges()["lips"] for i in e})
-        pts = lm[ids]
-        pts = pts[~torch.isnan(pts).any(-1)]
-        lips = pts if len(pts) >= 3 else None
-    if shapes is None or "jawOpen" not in shapes[0] or lips is None:
+    box = mouth_box(representation, cams, size)
+    if shapes is None or "jawOpen" not in shapes[0] or box is None:
         out["jaw_open"] = {"mouth_change": 0.0, "teeth_px": 0}
         return out
     opened = render(_moved(surface, shapes[0], shapes[1], {"jawOpen": jaw}))
-    x0, y0, x1, y1 = _box(_project(lips, cams)[0], size, pad=0.25)
+    x0, y0, x1, y1 = box
     change = float((opened["rgb"][y0:y1, x0:x1] - neutral["rgb"][y0:y1, x0:x1]).abs().mean())
     teeth = model_parts.get("teeth")
     teeth_px = int(_near(opened["albedo"][y0:y1, x0:x1], teeth.color).sum()) if teeth is not None else 0

@@ -1,11 +1,14 @@
-"""``animation.mp4``: the head driven through a short sequence of expression weights.
+"""``animation.mp4``: the head driven through a short sequence of expression weights, or through a
+Live Link Face performance (``performance: take.csv``).
 
 The frames show the exported surface (textured if it has an albedo map, else grey shading) with
 the expression blendshapes added linearly, exactly as the morph targets of ``head.glb`` animate
 it: ``v(t) = v_base + sum_e w_e(t) delta_e``. Parts with their own share of the blendshapes
 (``morph_deltas``: ICT-FaceKit's eyes and teeth) move with the same weights; others (the hair) are
 drawn as they are, as in ``head.glb``. Keyframes are spread evenly over the frames and
-eased with smoothstep between neighbours.
+eased with smoothstep between neighbours; a performance is sampled at ``fps`` (its head rotation
+plays in head.glb only). Names resolve as in :mod:`headgen.animation.clip`: a head expression, or
+an ARKit shape through its mapping.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from headgen.errors import HeadgenError, did_you_mean
+from headgen.animation.clip import DEFAULT_SEQUENCE, keyframe_weights, performance_clip, smoothstep_frames
+from headgen.animation.livelink import read_live_link_csv
+from headgen.errors import HeadgenError
 from headgen.export.gltf import expression_blendshapes
 from headgen.export.images import to_uint8, write_video
 from headgen.export.obj import export_surface
@@ -33,62 +38,6 @@ if TYPE_CHECKING:
     from headgen.context import RunContext
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SEQUENCE: list[dict[str, float]] = [
-    {},
-    {"jawOpen": 0.6},
-    {"mouthSmile_L": 0.9, "mouthSmile_R": 0.9},
-    {"mouthSmile_L": 0.5, "mouthSmile_R": 0.5, "eyeBlink_L": 1.0, "eyeBlink_R": 1.0},
-    {"browInnerUp": 0.9, "jawOpen": 0.25},
-    {},
-]
-"""The default keyframes (ARKit blendshape names): neutral, open jaw, smile, blink, brows up, neutral."""
-
-
-def keyframe_weights(sequence: list[dict[str, float]], names: list[str], strict: bool) -> Tensor:
-    """Keyframes as a [K,E] weight matrix over the blendshapes ``names``.
-
-    Names the head lacks raise a HeadgenError when ``strict``; otherwise they are skipped with a
-    log message. Either way it is an error when no name of the sequence exists.
-    """
-    if len(sequence) < 2:
-        raise HeadgenError(f"exporter animation: sequence needs at least 2 keyframes, got {len(sequence)}")
-    index = {n: i for i, n in enumerate(names)}
-    weights = torch.zeros(len(sequence), len(names))
-    missing: list[str] = []
-    for k, frame in enumerate(sequence):
-        for name, w in frame.items():
-            if name in index:
-                weights[k, index[name]] = float(w)
-            elif strict:
-                raise HeadgenError(
-                    f"exporter animation: sequence[{k}] names expression '{name}'{did_you_mean(name, names)}, "
-                    f"which the head does not have; it has: {', '.join(names)}"
-                )
-            elif name not in missing:
-                missing.append(name)
-    used = {n for frame in sequence for n in frame if n in index}
-    if not used:
-        raise HeadgenError(
-            f"exporter animation: none of the sequence's expressions ({', '.join(missing) or 'none given'}) "
-            f"exist in the head; it has: {', '.join(names)}. Set the exporter's sequence to names it has."
-        )
-    if missing:
-        log.info("exporter animation: the head has no %s; those keyframe weights are skipped", ", ".join(missing))
-    return weights
-
-
-def interpolate(keys: Tensor, frames: int) -> Tensor:
-    """[K,E] keyframes -> [frames,E] weights; keyframes evenly spaced, smoothstep in between."""
-    if frames < 1:
-        raise HeadgenError(f"exporter animation: frames must be >= 1, got {frames}")
-    k = keys.shape[0]
-    s = torch.linspace(0.0, k - 1.0, frames, dtype=torch.float64) if frames > 1 else torch.zeros(1, dtype=torch.float64)
-    lo = s.floor().long().clamp(max=k - 2)
-    t = (s - lo).clamp(0.0, 1.0)
-    t = (t * t * (3.0 - 2.0 * t)).to(keys.dtype)[:, None]
-    return keys[lo] * (1.0 - t) + keys[lo + 1] * t
-
 
 @register("exporter", "animation")
 class AnimationExporter:
@@ -108,10 +57,20 @@ class AnimationExporter:
         sequence: list[dict[str, float]] | None = None
         """Keyframes {expression name: weight}, evenly spaced over the video; null = a default sequence
         (neutral, jawOpen, smile, blink, browInnerUp, neutral) whose names the head lacks are skipped.
-        Names in a sequence you give must exist in the head."""
+        Names in a sequence you give must be the head's expressions or ARKit shapes it maps."""
+        performance: str | None = None
+        """A Live Link Face CSV: the video plays it at ``fps`` for its duration (``frames`` and
+        ``sequence`` unused). Relative paths are from the working directory."""
+        timecode_fps: float | None = None
+        """The performance's timecode rate, for takes under a second (longer ones show it)."""
 
         def __post_init__(self) -> None:  # at validation, before any stage runs
             check_inside(self.filename, "exporter animation: filename")
+            if self.performance is not None:
+                if self.sequence is not None:
+                    raise HeadgenError("exporter animation: give sequence or performance, not both")
+                if not Path(self.performance).is_file():
+                    raise HeadgenError(f"exporter animation: performance {self.performance}: no such file")
 
     def __init__(self, cfg: Config):
         if cfg.frames < 1 or cfg.fps < 1 or cfg.resolution < 8:
@@ -132,9 +91,13 @@ class AnimationExporter:
                 "remove the animation exporter or convert to a parametric mesh first"
             )
         names, deltas = shapes
-        strict = c.sequence is not None
-        keys = keyframe_weights(list(c.sequence) if strict else DEFAULT_SEQUENCE, names, strict)
-        weights = interpolate(keys, c.frames)
+        if c.performance is not None:
+            clip = performance_clip(read_live_link_csv(c.performance, c.timecode_fps), names, report=ctx_log(ctx))
+            weights = torch.from_numpy(clip.sample(c.fps)).float()
+        else:
+            strict = c.sequence is not None
+            keys = keyframe_weights(list(c.sequence) if strict else DEFAULT_SEQUENCE, names, strict)
+            weights = torch.from_numpy(smoothstep_frames(keys, c.frames)).float()
         device = getattr(ctx, "device", torch.device("cpu"))
         frames = render_expressions(export_surface(representation).to(device), deltas.to(device), weights, c)
         return {"animation": str(write_video(assets / c.filename, frames, fps=c.fps))}
@@ -169,4 +132,9 @@ def render_expressions(surface: SurfaceGeometry, deltas: Tensor, weights: Tensor
     return out
 
 
-__all__ = ["DEFAULT_SEQUENCE", "AnimationExporter", "interpolate", "keyframe_weights", "render_expressions"]
+def ctx_log(ctx: Any) -> Any:
+    """The run's log (printed and kept in run.log) where there is one, else this module's logger."""
+    return getattr(ctx, "log_once", None) or getattr(ctx, "log", None) or log.warning
+
+
+__all__ = ["AnimationExporter", "ctx_log", "render_expressions"]

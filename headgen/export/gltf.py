@@ -26,6 +26,11 @@ head and its eyes and teeth together); other parts (the hair) follow none.
   ``morph_normals``), named in ``mesh.extras.targetNames`` (read by Blender and three.js), default
   weights 0. The base mesh is the representation's exported surface, so target weights add to
   any static expression the representation already carries.
+* Animation (``animation: default`` or a Live Link Face CSV; :mod:`headgen.animation`): one clip,
+  LINEAR samplers, a ``weights`` channel on every node whose mesh has the morph targets and, for a
+  performance with head rotation, a ``rotation`` channel on a ``root`` node that then parents all
+  meshes. The default clip plays the expression sequence of animation.mp4, so opening the file in
+  three.js or Blender shows the head move.
 * Images are embedded in the binary chunk (``bufferView`` + ``mimeType``).
 """
 
@@ -49,6 +54,7 @@ from headgen.registry import register
 from headgen.rundir import atomic_write, check_inside
 
 if TYPE_CHECKING:
+    from headgen.animation.clip import Clip
     from headgen.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -238,8 +244,11 @@ def glb_document(
     morph_normals: bool = False,
     texture_format: str = "png",
     roughness: float = 0.6,
+    clip: Clip | None = None,
 ) -> tuple[Any, SeamSplit]:
-    """The ``pygltflib.GLTF2`` document (binary blob attached) and the vertex split it used."""
+    """The ``pygltflib.GLTF2`` document (binary blob attached) and the vertex split it used; with
+    ``clip``, one animation driving the morph weights of every mesh that has targets (and, when the
+    clip has a rotation, a ``root`` node above all meshes)."""
     import pygltflib as g
 
     mesh = surface.mesh.to("cpu")
@@ -257,9 +266,38 @@ def glb_document(
                   roughness if part.roughness is None else part.roughness, is_part=True)
     for i, gmesh in enumerate(b.doc.meshes):
         b.doc.nodes.append(g.Node(name=gmesh.name, mesh=i))
-    b.doc.scenes.append(g.Scene(name="headgen", nodes=list(range(len(b.doc.nodes)))))
+    roots = list(range(len(b.doc.nodes)))
+    if clip is not None and clip.rotation is not None:
+        b.doc.nodes.append(g.Node(name="root", children=roots))
+        roots = [len(b.doc.nodes) - 1]
+    b.doc.scenes.append(g.Scene(name="headgen", nodes=roots))
     b.doc.scene = 0
+    if clip is not None:
+        _add_clip(b, clip, blendshapes)
     return b.finish(), split
+
+
+def _add_clip(b: _GlbBuilder, clip: Clip, blendshapes: tuple[list[str], Tensor] | None) -> None:
+    """A glTF animation: LINEAR samplers over the clip's times; morph weights on each mesh node with
+    targets (all carry the head's targets, same order), the rotation on the root node."""
+    g = b.g
+    if blendshapes is None or list(clip.names) != list(blendshapes[0]):
+        raise HeadgenError(f"animation clip {clip.name}: its weights are over {len(clip.names)} expressions, the "
+                           f"morph targets are {0 if blendshapes is None else len(blendshapes[0])} other ones")
+    times = np.asarray(clip.times, dtype=np.float32)
+    if times.ndim != 1 or len(times) < 2 or times[0] < 0 or not (np.diff(times) > 0).all():
+        raise HeadgenError(f"animation clip {clip.name}: times must be >= 0 and strictly increasing")
+    inp = b.accessor(times, target=None, bounds=True)
+    samplers = [g.AnimationSampler(input=inp, output=b.accessor(clip.weights.astype(np.float32).reshape(-1),
+                                                                target=None), interpolation="LINEAR")]
+    channels = [g.AnimationChannel(sampler=0, target=g.AnimationChannelTarget(node=i, path="weights"))
+                for i, node in enumerate(b.doc.nodes) if node.mesh is not None and b.doc.meshes[node.mesh].weights]
+    if clip.rotation is not None:
+        samplers.append(g.AnimationSampler(input=inp, output=b.accessor(clip.rotation.astype(np.float32), target=None),
+                                           interpolation="LINEAR"))
+        root = next(i for i, n in enumerate(b.doc.nodes) if n.name == "root")
+        channels.append(g.AnimationChannel(sampler=1, target=g.AnimationChannelTarget(node=root, path="rotation")))
+    b.doc.animations.append(g.Animation(name=clip.name, samplers=samplers, channels=channels))
 
 
 def _add_mesh(b: _GlbBuilder, surface: SurfaceGeometry, mesh: Mesh, name: str,
@@ -348,9 +386,22 @@ class GlbExporter:
         """Encoding of the embedded textures (jpeg is smaller but lossy, which hurts normal maps)."""
         roughness: float = 0.6
         """Constant PBR roughness when the surface has no specular map."""
+        animation: str = "default"
+        """The animation clip in the file: ``default`` (the expression sequence of animation.mp4 over
+        ``clip_seconds``), ``none``, or a Live Link Face CSV (its frames as keyframes, its head
+        rotation on a ``root`` node). Needs morph targets."""
+        clip_seconds: float = 4.0
+        """Length of the default clip."""
+        timecode_fps: float | None = None
+        """A performance's timecode rate, for takes under a second (longer ones show it)."""
 
         def __post_init__(self) -> None:  # at validation, before any stage runs
             check_inside(self.filename, "exporter glb: filename")
+            if self.animation not in ("default", "none") and not Path(self.animation).is_file():
+                raise HeadgenError(f"exporter glb: animation must be default, none or a Live Link Face CSV; "
+                                   f"{self.animation}: no such file")
+            if self.clip_seconds <= 0:
+                raise HeadgenError(f"exporter glb: clip_seconds must be > 0, got {self.clip_seconds}")
 
     def __init__(self, cfg: Config):
         if not cfg.filename.endswith(".glb"):
@@ -366,10 +417,34 @@ class GlbExporter:
             log.info("exporter glb: the representation has no expression blendshapes; writing no morph targets")
         doc, _ = glb_document(
             surface, shapes, morph_normals=self.cfg.morph_normals, texture_format=self.cfg.texture_format,
-            roughness=self.cfg.roughness,
+            roughness=self.cfg.roughness, clip=self._clip(shapes, ctx),
         )
         path = atomic_write(assets / self.cfg.filename, lambda p: _save(doc, p))
         return {"glb": str(path)}
+
+
+    def _clip(self, shapes: tuple[list[str], Tensor] | None, ctx: Any) -> Clip | None:
+        from headgen.animation.clip import DEFAULT_SEQUENCE, keyframe_clip, performance_clip
+        from headgen.animation.livelink import read_live_link_csv
+
+        if self.cfg.animation == "none":
+            return None
+        if shapes is None:
+            if self.cfg.animation != "default":
+                raise HeadgenError(f"exporter glb: animation {self.cfg.animation} needs morph targets, and the "
+                                   "representation has no expression blendshapes (or morph_targets is false)")
+            return None
+        names = shapes[0]
+        report = getattr(ctx, "log_once", None) or getattr(ctx, "log", None) or log.warning
+        if self.cfg.animation == "default":
+            try:
+                return keyframe_clip(DEFAULT_SEQUENCE, names, self.cfg.clip_seconds)
+            except HeadgenError as exc:  # a head whose expressions the default sequence does not name
+                report(f"exporter glb: no default clip ({exc})")
+                return None
+        return performance_clip(read_live_link_csv(self.cfg.animation, self.cfg.timecode_fps), names,
+                                Path(self.cfg.animation).stem,
+                                report=report)
 
 
 def _save(doc: Any, path: Path) -> None:

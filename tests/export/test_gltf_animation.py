@@ -12,9 +12,10 @@ import pytest
 import torch
 import trimesh
 
+from headgen.animation.clip import keyframe_weights, smoothstep_frames
 from headgen.config import build, parse
 from headgen.errors import HeadgenError
-from headgen.export.animation import AnimationExporter, interpolate, keyframe_weights, render_expressions
+from headgen.export.animation import AnimationExporter, render_expressions
 from headgen.export.gltf import GlbExporter, split_uv_seams
 from headgen.export.images import to_uint8
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
@@ -193,11 +194,11 @@ def test_keyframes_and_interpolation(caplog):
     names = ["jawOpen", "eyeBlink_L"]
     keys = keyframe_weights([{}, {"jawOpen": 1.0, "cheekPuff": 0.5}], names, strict=False)
     assert keys.tolist() == [[0.0, 0.0], [1.0, 0.0]]
-    w = interpolate(torch.tensor([[0.0], [1.0], [0.0]]), 5)
+    w = smoothstep_frames(np.array([[0.0], [1.0], [0.0]]), 5)
     assert w[:, 0].tolist() == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
-    w = interpolate(torch.tensor([[0.0], [1.0]]), 5)
-    assert w[1, 0].item() == pytest.approx(0.15625)  # smoothstep(0.25)
-    with caplog.at_level(logging.INFO, logger="headgen.export.animation"):
+    w = smoothstep_frames(np.array([[0.0], [1.0]]), 5)
+    assert w[1, 0] == pytest.approx(0.15625)  # smoothstep(0.25)
+    with caplog.at_level(logging.INFO, logger="headgen.animation.clip"):
         keyframe_weights([{"browInnerUp": 1.0}, {"jawOpen": 1.0}], names, strict=False)
     assert "browInnerUp" in caplog.text
     with pytest.raises(HeadgenError, match="did you mean 'jawOpen'"):
