@@ -58,6 +58,9 @@ class ParametricMeshConfig:
     """Static expression blendshape weights by name (e.g. {jawOpen: 0.3})."""
     specular: bool = False
     """Hold a specular map [T,T,1] (set by DreamFace's PBR stage; exported as a PBR texture)."""
+    personalised_expressions: bool = True
+    """Export the expressions transferred onto the carved head (the carved detail follows the skin as it
+    moves: see ``expression_deltas``); false: the head model's generic deltas as they are."""
     albedo_from_latent: bool = False
     """The albedo is the latent texture decoded by the guidance's VAE (DreamFace's image-space texture
     stage); at the end of the stage the decoded map is baked into the RGB albedo (texture: both)."""
@@ -227,10 +230,35 @@ class ParametricMesh(Representation):
         return Mesh(self.vertices(expression), self.faces, self.uvs, self.uv_faces)
 
     def expression_deltas(self) -> tuple[list[str], Tensor]:
-        """Expression blendshape names and deltas [E,V,3] of the exported skin (morph targets)."""
-        basis = self._expr_basis if self._skin_index is None else self._expr_basis[:, self._skin_index.to(
-            self._expr_basis.device)]
+        """Expression blendshape names and deltas [E,V,3] of the exported skin (morph targets).
+
+        Personalised (``personalised_expressions``, with a carved displacement): each generic shape
+        moves the coarse identity surface, and the carved detail is re-applied along the normals of
+        the moved surface rather than the neutral one, so wrinkles and pores turn with the skin as
+        the jaw opens instead of staying behind in their neutral direction. This is deformation
+        transfer for a surface stored as base mesh + normal displacement (ICT-FaceKit combines
+        identity and expression linearly, so the base is exact; Sumner and Popovic's per-triangle
+        solve would give the same result for it). Vertices the generic shape leaves still stay still
+        (the same support), so a rig built on the generic shapes keeps working."""
+        basis = self._expr_basis
+        if self.cfg.personalised_expressions and self.displacement is not None and basis.shape[0]:
+            basis = self._transferred_basis()
+        if self._skin_index is not None:
+            basis = basis[:, self._skin_index.to(basis.device)]
         return list(self.head.expression_names), basis
+
+    @torch.no_grad()
+    def _transferred_basis(self) -> Tensor:
+        generic = self._expr_basis.to(self.v_template.device)
+        coarse = self.coarse_vertices().detach()
+        detail = (self.displacement * self.carve_mask).detach()[:, None]
+        neutral = Mesh(coarse, self.faces).vertex_normals()
+        out = torch.empty_like(generic)
+        for e in range(generic.shape[0]):
+            moved = Mesh(coarse + generic[e], self.faces).vertex_normals()
+            still = generic[e].abs().amax(-1) == 0
+            out[e] = (generic[e] + detail * (moved - neutral)).masked_fill(still[:, None], 0.0)
+        return out
 
     def _parts(self, verts: Tensor, drawn_only: bool = True, morphs: bool = False) -> list[SurfaceGeometry]:
         parts = self.head.part_surfaces(verts, drawn_only=drawn_only, morphs=morphs)

@@ -84,3 +84,36 @@ def test_load_from_carries_identity_into_more_modes_and_refuses_other_size_chang
     with pytest.raises(ConfigError, match=r"this stage's normal_map has shape \(16, 16, 3\), the previous stage's "
                                           r"\(32, 32, 3\)"):
         make(ctx, num_identity=10, normal_map_size=16).load_from(prev)
+
+
+def test_expressions_transferred_onto_a_carved_head_keep_their_support_and_the_detail(ctx):
+    """Issue 22: morph targets personalised to the carved head. On a displaced mesh each expression
+    moves exactly the vertices the generic one moves, and the carved detail stays where the skin
+    took it (the displacement along the moved surface's normals), which adding the generic deltas
+    to the carved mesh does not do."""
+    from headgen.geometry.mesh import Mesh
+
+    rep = make(ctx, num_identity=4)
+    with torch.no_grad():
+        rep.displacement.copy_(0.01 * torch.sin(rep.v_template[:, 1] * 40))
+    names, personal = rep.expression_deltas()
+    generic = ctx.head.expression_basis
+    assert personal.shape == generic.shape
+    assert torch.equal(personal.abs().amax(-1) > 0, generic.abs().amax(-1) > 0)  # same support, every shape
+    carved, coarse = rep.vertices().detach(), rep.coarse_vertices().detach()
+    d = rep.displacement.detach()
+    for name in ("jawOpen", "mouthSmile_L", "browInnerUp"):
+        e = names.index(name)
+        moved = generic[e].abs().amax(-1) > 0
+        skin = coarse + generic[e]  # the expression on the coarse identity
+        normals = Mesh(skin, rep.faces).vertex_normals()
+        for deltas, tol in ((personal, 1e-5), (generic, None)):
+            offset = (carved + deltas[e] - skin)[moved]  # the detail, relative to the moved skin
+            error = (offset - d[moved, None] * normals[moved]).norm(dim=-1).max().item()
+            if tol is not None:
+                assert error < tol, (name, error)
+            else:
+                assert error > 5e-4, (name, error)  # the generic deltas leave the detail behind
+    plain = make(ctx, num_identity=4, personalised_expressions=False)
+    plain.load_from(rep)
+    assert torch.equal(plain.expression_deltas()[1], generic)
