@@ -17,6 +17,29 @@ from headgen.prior.prompts import PromptConfig, text_views, view_texts
 
 
 @dataclass(kw_only=True)
+class EditTextConfig:
+    """Editing by text (HeadArtist's SSD, DreamFace's texture edit): the guided prompt is
+    ``edit_template`` filled with the run's prompt and the edit instruction."""
+
+    edit_prompt: str | None = None
+    """Editing: the edit text (null: the run's edit_prompt, if any; "" switches editing off)."""
+    edit_template: str = "{prompt}, {edit}"
+    """Editing: the guided prompt, from the original {prompt} and the {edit} text."""
+
+    def __post_init__(self) -> None:
+        missing = [k for k in ("{prompt}", "{edit}") if k not in self.edit_template]
+        if missing:
+            raise ValueError(f"edit_template must contain {' and '.join(missing)}, got {self.edit_template!r}")
+
+    def edited(self, inp: GuidanceInput, who: str) -> tuple[str, str | None]:
+        """(the prompt to guide with, the edit text or None when this is not an editing run)."""
+        edit = inp.edit_text(self.edit_prompt, who)
+        if edit is None:
+            return inp.prompt, None
+        return self.edit_template.replace("{prompt}", inp.prompt).replace("{edit}", edit), edit
+
+
+@dataclass(kw_only=True)
 class DistillConfig:
     model: str = model_ref("sd15", doc="Diffusion model (a name under models:).")
     cfg: Scalar = 100.0
@@ -133,14 +156,17 @@ class DistillGuidance(Guidance):
         noise = torch.randn(z.shape, generator=generator).to(z)
         return noise, (backbone or self.backbone).add_noise(z.detach(), noise, t.to(z.device))
 
-    def sds_grad(self, inp: GuidanceInput, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """Plain text-conditioned SDS: (latents z, grad = w(t) (eps_cfg - eps), t); draws t then noise."""
+    def sds_grad(self, inp: GuidanceInput, generator: torch.Generator, subject: str | None = None,
+                 edit: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Plain text-conditioned SDS: (latents z, grad = w(t) (eps_cfg - eps), t); draws t then noise.
+        ``subject`` / ``edit``: what the prompt describes when it is an edited one (for the demo prior)."""
         z, t, noise, z_t = self.start(inp, generator)
         b = z.shape[0]
         labels = inp.view_labels or ["front"] * b
         texts = view_texts(self.cfg.prompt, inp.prompt, labels)
         with torch.no_grad():
-            branches = [Branch(texts, subject=inp.prompt, views=text_views(self.cfg.prompt, labels)),
+            branches = [Branch(texts, subject=subject or inp.prompt, edit=edit,
+                               views=text_views(self.cfg.prompt, labels)),
                         Branch([self.negative(inp)] * b)]
             eps_c, eps_u = self.backbone.eps(z_t, t, branches, self.views(inp))
         grad = self.weight(t, z) * (cfg_combine(eps_c, eps_u, value_at(self.cfg.cfg, inp.step)) - noise)

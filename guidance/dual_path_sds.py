@@ -21,14 +21,14 @@ two terms under keys that are not summed. ``texture_path: false`` turns the text
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from guidance.base import GuidanceInput
-from guidance.distill import DistillConfig, DistillGuidance, cfg_combine
+from guidance.distill import DistillConfig, DistillGuidance, EditTextConfig, cfg_combine
 from headgen.config.schedule import Scalar, value_at
 from headgen.config.typed import model_ref
 from headgen.errors import HeadgenError
@@ -41,7 +41,7 @@ TEXTURE_VIEW = "uv_albedo"
 
 
 @dataclass(kw_only=True)
-class DualPathSDSConfig(DistillConfig):
+class DualPathSDSConfig(DistillConfig, EditTextConfig):
     texture_path: bool = True
     """Run the texture path (false: generic SDS only, DreamFace's ablation)."""
     texture_model: str = model_ref("dreamface_texture", doc="Texture diffusion model (a name under models:).")
@@ -141,22 +141,33 @@ class DualPathSDSGuidance(DistillGuidance):
             )
         return lat
 
+    optional_inputs = ("edit_text",)  # no edit text: not an editing run
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (*super().inputs, "edit_text")
+
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
         tex = self.texture_latent(inp) if self.cfg.texture_path else None
-        z, grad, t = self.sds_grad(inp, generator)
+        # Texture editing (DreamFace Fig. 11): both paths guide with the edited prompt.
+        text, edit = self.cfg.edited(inp, "dual-path-sds")
+        subject = inp.prompt
+        inp = replace(inp, prompt=text)
+        z, grad, t = self.sds_grad(inp, generator, subject=subject, edit=edit)
         out = self.finish("sds", z, grad, t, inp.step)
         loss_g = out["loss_sds"]
         out["sds_generic"] = loss_g.detach()
         loss = value_at(self.cfg.lambda_g, inp.step) * loss_g
         if tex is not None:
-            loss_tau, out["grad_norm_texture"] = self.texture_loss(inp, tex, t, generator)
+            loss_tau, out["grad_norm_texture"] = self.texture_loss(inp, tex, t, generator, subject, edit)
             out["sds_texture"] = loss_tau.detach()
             loss = loss + value_at(self.cfg.lambda_tau, inp.step) * loss_tau
         out["loss_sds"] = loss
         return out
 
     def texture_loss(
-        self, inp: GuidanceInput, tex: Tensor, t: Tensor, generator: torch.Generator
+        self, inp: GuidanceInput, tex: Tensor, t: Tensor, generator: torch.Generator, subject: str | None = None,
+        edit: str | None = None,
     ) -> tuple[Tensor, Tensor]:
         """SDS loss on the texture latent and its gradient's mean norm, at the generic path's first t
         (the texture backbone's noise schedule and weighting; the distill steps of every SDS)."""
@@ -168,7 +179,7 @@ class DualPathSDSGuidance(DistillGuidance):
         negative = self.cfg.texture_negative_prompt
         negative = self.negative(inp) if negative is None else negative
         text = inp.prompt + self.cfg.texture_prompt_suffix
-        branches = [Branch([text] * n, subject=inp.prompt), Branch([negative] * n)]
+        branches = [Branch([text] * n, subject=subject or inp.prompt, edit=edit), Branch([negative] * n)]
         views = ViewInfo(cameras=None, image_key=TEXTURE_VIEW, space="latent")
         # DreamFace's texture UNet reads an all-ones mask channel after the latent
         mask = torch.ones_like(z_t[:, :1]) if self.cfg.mask_channel else None

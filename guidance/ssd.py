@@ -26,14 +26,14 @@ from torch import Tensor
 
 from guidance.base import GuidanceInput
 from guidance.controlnet_sds import SwitchableControlNetConfig, SwitchableLandmarkGuidance
-from guidance.distill import cfg_combine
+from guidance.distill import EditTextConfig, cfg_combine
 from headgen.config.schedule import value_at
 from headgen.prior.backbone import Branch, ViewInfo
 from headgen.registry import register
 
 
 @dataclass(kw_only=True)
-class SSDConfig(SwitchableControlNetConfig):
+class SSDConfig(SwitchableControlNetConfig, EditTextConfig):
     back_view_controlnet: bool = True
     """Back views go through the landmark ControlNet with the back-view map (HeadArtist, paper 5.1:
     "for the back-view, we exclude facial features in the landmark and solely project the head's
@@ -43,15 +43,6 @@ class SSDConfig(SwitchableControlNetConfig):
     ablation: Literal["ssd", "sds"] = "ssd"
     """ssd: self score distillation; sds: SDS with CFG on the same model and controls (the paper's
     ablation). The loss key stays loss_ssd, so a recipe switches with this option alone."""
-    edit_prompt: str | None = None
-    """Editing: the edit text (null: the run's edit_prompt, if any; "" switches editing off)."""
-    edit_template: str = "{prompt}, {edit}"
-    """Editing: the guided prompt, from the original {prompt} and the {edit} text."""
-
-    def __post_init__(self) -> None:
-        missing = [k for k in ("{prompt}", "{edit}") if k not in self.edit_template]
-        if missing:
-            raise ValueError(f"edit_template must contain {' and '.join(missing)}, got {self.edit_template!r}")
 
 
 @register("guidance", "ssd")
@@ -65,10 +56,6 @@ class SSDGuidance(SwitchableLandmarkGuidance):
     def inputs(self) -> tuple[str, ...]:
         return (*super().inputs, "edit_text")
 
-    def edit(self, inp: GuidanceInput) -> str | None:
-        """The edit text of this run (None: not editing)."""
-        return inp.edit_text(self.cfg.edit_prompt, "ssd")
-
     def __call__(self, inp: GuidanceInput, generator: torch.Generator) -> dict[str, Tensor]:
         z, t, noise, z_t = self.start(inp, generator)
         grad, _ = self.ssd_grad(inp, z, t, noise, z_t, self.views(inp))
@@ -79,10 +66,7 @@ class SSDGuidance(SwitchableLandmarkGuidance):
         """The SSD (or, ablated, SDS) gradient on latents ``z`` and the [conditional, negative] CFG
         branches it used (the refine stage samples its target with them)."""
         b = z.shape[0]
-        edit = self.edit(inp)
-        text = inp.prompt
-        if edit is not None:
-            text = self.cfg.edit_template.replace("{prompt}", inp.prompt).replace("{edit}", edit)
+        text, edit = self.cfg.edited(inp, "ssd")
         branches = self.cfg_branches(replace(inp, prompt=text), z)
         cond = branches[0]
         # What the texts describe, for priors that do not read text (the demo prior).

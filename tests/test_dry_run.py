@@ -13,7 +13,7 @@ from headgen.dryrun import CUTS, count_cuts
 from headgen.models.full_size import HUB_ARCHITECTURES, MARKER, architecture
 from headgen.prior.choice import models_used
 
-RECIPES = ["dreamface", "headsculpt", "headartist", "headsculpt-edit", "headartist-edit"]
+RECIPES = ["dreamface", "headsculpt", "headartist", "headsculpt-edit", "headartist-edit", "dreamface-texture-edit"]
 EDIT = ["source=RUN_DIR", "prompt=a head"]
 
 
@@ -33,7 +33,7 @@ def flat(node, path=""):
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_dry_run_cuts_counts_and_keeps_every_size(recipe):
-    base = EDIT if recipe.endswith("-edit") else []
+    base = EDIT if "-edit" in recipe else []
     plain = to_plain(validate(compose(REPO / "methods" / f"{recipe}.yaml", base)))
     cuts = count_cuts(plain)
     cut = to_plain(validate(compose(REPO / "methods" / f"{recipe}.yaml", [*base, *cuts])))

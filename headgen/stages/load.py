@@ -44,6 +44,7 @@ class LoadStage(Stage):
         except ResumeError as exc:
             raise ConfigError(str(exc)) from exc
         state = run.read_state()
+        self._check_head(ctx, run)
         order = state.get("order", [])
         if self.cfg.stage is not None:
             if self.cfg.stage not in order:
@@ -70,3 +71,16 @@ class LoadStage(Stage):
                 ctx.metrics[f"{self.name}/source_stage"] = name
                 return
         raise ConfigError(f"source run {run.root} has no finished stage with a saved result to start from")
+
+    def _check_head(self, ctx: RunContext, run: RunDir) -> None:
+        """The edit works on the source's head model (its mesh, landmarks, expressions): a recipe
+        whose ``head`` differs would rebuild the source on another head, so it is refused."""
+        theirs = run.read_config().get("head")
+        mine = ctx.plain_config.get("head")
+        if theirs is not None and mine is not None and theirs != mine:
+            args = " ".join(f"head.{k}={'null' if v is None else v}" for k, v in theirs.items()
+                            if k != "type" and v != (mine.get(k) if mine.get("type") == theirs.get("type") else None))
+            raise ConfigError(
+                f"stages.{self.name}: the source run {run.root} was made on head {theirs}, this recipe has {mine}; "
+                f"pass head={theirs.get('type')} {args}".rstrip() + " so that the edit works on the same head model"
+            )
