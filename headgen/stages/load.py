@@ -75,9 +75,10 @@ class LoadStage(Stage):
     def _check_head(self, ctx: RunContext, run: RunDir) -> None:
         """The edit works on the source's head model (its mesh, landmarks, expressions): a recipe
         whose ``head`` differs would rebuild the source on another head, so it is refused."""
-        theirs = run.read_config().get("head")
-        mine = ctx.plain_config.get("head")
-        if theirs is not None and mine is not None and theirs != mine:
+        theirs = run.read_config().get("head") or {}
+        mine = ctx.plain_config.get("head") or {}
+        # keys both configs have: a run saved before a head option existed is not refused for it
+        if any(theirs[k] != mine[k] for k in set(theirs) & set(mine)):
             args = " ".join(f"head.{k}={'null' if v is None else v}" for k, v in theirs.items()
                             if k != "type" and v != (mine.get(k) if mine.get("type") == theirs.get("type") else None))
             raise ConfigError(
