@@ -58,6 +58,10 @@ class ParametricMeshConfig:
     """Static expression blendshape weights by name (e.g. {jawOpen: 0.3})."""
     specular: bool = False
     """Hold a specular map [T,T,1] (set by DreamFace's PBR stage; exported as a PBR texture)."""
+    texture_mask: str | None = None
+    """A grey-scale image in the UV atlas (white: may change, black: kept): the gradients of the
+    latent texture and the albedo map are multiplied by it (resized to each), so that a texture
+    edit stays inside it. Null: everywhere."""
     personalised_expressions: bool = True
     """Export the expressions transferred onto the carved head (the carved detail follows the skin as it
     moves: see ``expression_deltas``); false: the head model's generic deltas as they are."""
@@ -131,11 +135,33 @@ class ParametricMesh(Representation):
             self.register_buffer("specular_map", torch.zeros(cfg.texture_size, cfg.texture_size, 1))
         else:
             self.specular_map = None
+        if cfg.texture_mask is not None:
+            self._mask_gradients(cfg.texture_mask)
         # Hair: empty until a hair selector sets it (sizes follow the style; see _load_from_state_dict).
         self.register_buffer("hair_vertices", torch.zeros(0, 3))
         self.register_buffer("hair_faces", torch.zeros(0, 3, dtype=torch.long))
         self.register_buffer("hair_color", torch.zeros(3))
         self.register_buffer("hair_info", torch.zeros(0, dtype=torch.uint8))
+
+    def _mask_gradients(self, path: str) -> None:
+        import imageio.v3 as iio
+
+        try:
+            image = torch.as_tensor(iio.imread(path)).float()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"representation.texture_mask: cannot read {path} as an image ({exc})") from exc
+        image = image[..., :3].mean(-1) if image.dim() == 3 else image
+        mask = (image / (255.0 if image.max() > 1 else 1.0)).clamp(0, 1)[None, None]
+
+        def resized(size: int) -> Tensor:
+            return F.interpolate(mask, size=(size, size), mode="area")[0, 0]
+
+        if self.latent is not None:  # [C,S,S]
+            self.register_buffer("latent_mask", resized(self.latent.shape[-1]), persistent=False)
+            self.latent.register_hook(lambda g: g * self.latent_mask)
+        if self.albedo is not None:  # [T,T,3]
+            self.register_buffer("albedo_mask", resized(self.albedo.shape[0])[..., None], persistent=False)
+            self.albedo.register_hook(lambda g: g * self.albedo_mask)
 
     # ------------------------------------------------------------------ parameters
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

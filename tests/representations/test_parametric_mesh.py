@@ -117,3 +117,19 @@ def test_expressions_transferred_onto_a_carved_head_keep_their_support_and_the_d
     plain = make(ctx, num_identity=4, personalised_expressions=False)
     plain.load_from(rep)
     assert torch.equal(plain.expression_deltas()[1], generic)
+
+
+def test_texture_mask_keeps_the_texels_under_black(ctx, tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:, :32] = 255  # left half editable
+    iio.imwrite(tmp_path / "mask.png", mask)
+    rep = make(ctx, num_identity=4, texture="both", latent_size=8, texture_mask=str(tmp_path / "mask.png"))
+    (rep.latent.sum() + rep.albedo.sum()).backward()
+    assert torch.equal(rep.latent.grad[:, :, :4], torch.ones(4, 8, 4))
+    assert not rep.latent.grad[:, :, 4:].any() and not rep.albedo.grad[:, 16:].any()
+    assert rep.albedo.grad[:, :16].min() == 1.0
+    with pytest.raises(ConfigError, match="texture_mask: cannot read"):
+        make(ctx, num_identity=4, texture="both", texture_mask=str(tmp_path / "missing.png"))
