@@ -11,6 +11,7 @@ import pytest
 import torch
 from gltf_validator import validate_glb
 from takes import jaw_then_smile
+from threejs_player import play_glb
 
 from headgen.animation.arkit import ARKIT_SHAPES, mapping, undriven
 from headgen.animation.clip import keyframe_clip, performance_clip, yaw_pitch_roll_quaternions
@@ -132,6 +133,17 @@ def test_glb_plays_the_take_and_the_default_clip(rep, tmp_path):
     report = validate_glb(Path(out["glb"]))
     if report is not None:
         assert report["errors"] == 0, report["messages"][:5]
+    played = play_glb(Path(out["glb"]), [0.5, 1.5, 59 / 30])  # None: no node here
+    if played is not None:  # three.js's AnimationMixer plays the take
+        assert played["clip"] == "take" and played["duration"] == pytest.approx(59 / 30, abs=1e-5)
+        (jaw, smile, end) = played["frames"]
+        head, teeth = jaw["meshes"]["head"], jaw["meshes"]["teeth"]
+        assert head["w"][head["dict"]["jawOpen"]] == pytest.approx(1.0, abs=1e-3)
+        assert teeth["w"][teeth["dict"]["jawOpen"]] == pytest.approx(1.0, abs=1e-3)
+        head = smile["meshes"]["head"]
+        assert head["w"][head["dict"]["mouthSmile_L"]] == pytest.approx(1.0, abs=1e-3)
+        assert head["w"][head["dict"]["jawOpen"]] == pytest.approx(0.0, abs=1e-6)
+        assert end["root"] == pytest.approx([0.0, np.sin(0.2), 0.0, np.cos(0.2)], abs=1e-5)
 
     default = GlbExporter(GlbExporter.Config()).export(rep, ctx, tmp_path)
     doc = pygltflib.GLTF2().load(default["glb"])
