@@ -263,8 +263,9 @@ class ParametricMesh(Representation):
         the moved surface rather than the neutral one, so wrinkles and pores turn with the skin as
         the jaw opens instead of staying behind in their neutral direction. This is deformation
         transfer for a surface stored as base mesh + normal displacement (ICT-FaceKit combines
-        identity and expression linearly, so the base is exact; Sumner and Popovic's per-triangle
-        solve would give the same result for it). Vertices the generic shape leaves still stay still
+        identity and expression linearly, so the base is exact; the detail follows the local
+        frame, the role the per-triangle solve of Sumner and Popovic plays for arbitrary meshes,
+        which was not implemented or compared). Vertices the generic shape leaves still stay still
         (the same support), so a rig built on the generic shapes keeps working."""
         basis = self._expr_basis
         if self.cfg.personalised_expressions and self.displacement is not None and basis.shape[0]:
