@@ -9,11 +9,11 @@ checks nothing there rather than failing on a machine without them.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from npm_tools import npm_tool_dir
 
 VERSION = "2.0.0-dev.3.10"
 SCRIPT = """
@@ -29,19 +29,7 @@ validator.validateBytes(new Uint8Array(fs.readFileSync(process.argv[2]))).then((
 
 def validator_dir() -> Path | None:
     """A folder with node_modules/gltf-validator (installed on first use), or None."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        return None
-    default = Path.home() / ".cache" / "headgen-tests" / "gltf-validator"
-    root = Path(os.environ.get("GLTF_VALIDATOR_DIR", default))
-    if not (root / "node_modules" / "gltf-validator").is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["npm", "install", "--prefix", str(root), f"gltf-validator@{VERSION}"], check=True,
-                           capture_output=True, timeout=300)
-        except (subprocess.SubprocessError, OSError):
-            return None
-    (root / "validate.js").write_text(SCRIPT)
-    return root
+    return npm_tool_dir("gltf-validator", VERSION, "GLTF_VALIDATOR_DIR", "gltf-validator", "validate.js", SCRIPT)
 
 
 def validate_glb(path: Path) -> dict[str, Any] | None:

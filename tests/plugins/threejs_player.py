@@ -10,11 +10,11 @@ or npm is missing or the install fails, as the validator helper does.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from npm_tools import npm_tool_dir
 
 VERSION = "0.170.0"
 SCRIPT = """// Load a GLB with three.js's GLTFLoader in Node (textures stubbed: no DOM) and play its first clip.
@@ -51,18 +51,7 @@ new GLTFLoader().parse(buffer, '', (gltf) => {
 
 
 def player_dir() -> Path | None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        return None
-    root = Path(os.environ.get("THREEJS_DIR", Path.home() / ".cache" / "headgen-tests" / "three"))
-    if not (root / "node_modules" / "three").is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["npm", "install", "--prefix", str(root), f"three@{VERSION}"], check=True,
-                           capture_output=True, timeout=300)
-        except (subprocess.SubprocessError, OSError):
-            return None
-    (root / "play.mjs").write_text(SCRIPT)
-    return root
+    return npm_tool_dir("three", VERSION, "THREEJS_DIR", "three", "play.mjs", SCRIPT)
 
 
 def play_glb(path: Path, times: list[float]) -> dict[str, Any] | None:
