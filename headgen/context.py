@@ -33,6 +33,7 @@ class RunContext:
     chosen_prior: PriorChoice | None = None
     """Set once when the run starts (:func:`headgen.prior.choose_prior`); read through :attr:`prior`."""
     _head: Any = None
+    _said: set[str] = field(default_factory=set)
 
     @property
     def prior(self) -> PriorChoice:
@@ -64,7 +65,6 @@ class RunContext:
 
     def log_once(self, message: str) -> None:
         """:meth:`log`, unless this run already said exactly this (e.g. two exporters reading one take)."""
-        said = self.__dict__.setdefault("_said", set())
-        if message not in said:
-            said.add(message)
+        if message not in self._said:
+            self._said.add(message)
             self.log(message)

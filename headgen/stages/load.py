@@ -79,8 +79,11 @@ class LoadStage(Stage):
         mine = ctx.plain_config.get("head") or {}
         # keys both configs have: a run saved before a head option existed is not refused for it
         if any(theirs[k] != mine[k] for k in set(theirs) & set(mine)):
+            # the options to add to head=TYPE: those differing from this recipe's (or from null,
+            # when head=TYPE resets the node to another type's defaults)
+            base = mine if mine.get("type") == theirs.get("type") else {}
             args = " ".join(f"head.{k}={'null' if v is None else v}" for k, v in theirs.items()
-                            if k != "type" and v != (mine.get(k) if mine.get("type") == theirs.get("type") else None))
+                            if k != "type" and v != base.get(k))
             raise ConfigError(
                 f"stages.{self.name}: the source run {run.root} was made on head {theirs}, this recipe has {mine}; "
                 f"pass head={theirs.get('type')} {args}".rstrip() + " so that the edit works on the same head model"
