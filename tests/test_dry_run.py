@@ -80,17 +80,25 @@ def test_an_unknown_architecture_is_named():
         architecture("mine", ModelSpec(hub_id="me/my-model"))
 
 
+PEAK_SCRIPT = """
+import time, torch
+from headgen.memory import PeakMemory, rss_mb
+before = rss_mb()
+with PeakMemory(interval=0.01) as memory:
+    big = torch.ones(300 * 2**20 // 4)  # 300 MiB, touched
+    time.sleep(0.1)
+    del big
+print(before, memory.rss_mb, memory.gpu_mb)
+"""
+
+
 def test_peak_memory_sees_a_short_lived_allocation():
-    import time
+    import subprocess
+    import sys
 
-    import torch
-
-    from headgen.memory import PeakMemory, rss_mb
-
-    before = rss_mb()
-    with PeakMemory(interval=0.01) as memory:
-        big = torch.ones(300 * 2**20 // 4)  # 300 MiB, touched
-        time.sleep(0.1)
-        del big
-    assert before is not None and memory.gpu_mb is None
-    assert memory.rss_mb >= before + 250, (before, memory.rss_mb)
+    # In a fresh process: a test worker that freed the full-size models keeps their pages resident,
+    # and 300 MiB taken from them does not raise its RSS (CI, 2026-12-04: 11360 MB before and after).
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, check=True, cwd=REPO)
+    before, peak, gpu = out.stdout.split()
+    assert gpu == "None"
+    assert float(peak) >= float(before) + 250, (before, peak)
