@@ -340,7 +340,13 @@ def _view_scores(ctx: RunContext) -> None:
         return
     from headgen.bench.views import janus_scores, sector_psnr
 
-    scores = janus_scores(surface, ctx.device)
+    try:
+        scores = janus_scores(surface, ctx.device)
+    except HeadgenError as exc:
+        # A metric must not cost the finished head: say so in the log and in summary.json instead.
+        ctx.log(f"warning: views/janus_faces and views/front_face not measured: {exc}")
+        ctx.metrics["views/face_detector"] = f"unavailable: {exc}"
+        scores = {}
     world = ctx.state.get("demo_world")
     if world is not None:
         target = world.target_for(ctx.config.prompt, ctx.config.edit_prompt or None)

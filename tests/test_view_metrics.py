@@ -69,3 +69,29 @@ def test_sector_psnr_is_high_for_the_target_itself(other):
     assert set(same) == {"psnr_front", "psnr_side", "psnr_back"}
     for k in same:
         assert same[k] > 60 and diff[k] < 35, (k, same[k], diff[k])
+
+
+def test_an_opencv_without_haar_cascades_is_named(monkeypatch):
+    """OpenCV 5 (found on a GPU machine) has no CascadeClassifier: say which OpenCV and what to install."""
+    import types
+
+    from headgen.errors import HeadgenError
+
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="5.0.0"))
+    with pytest.raises(HeadgenError, match=r"OpenCV \(5.0.0\) lacks.*opencv-contrib-python<5"):
+        views.face_counts(torch.ones(1, 8, 8, 3))
+
+
+def test_a_run_without_the_detector_keeps_its_head_and_says_so(tmp_path, monkeypatch):
+    """The finished stage and the sector PSNRs are kept; summary.json names why the faces are missing."""
+    from headgen.errors import HeadgenError
+
+    def no_detector(images):
+        raise HeadgenError("no cascades here")
+
+    monkeypatch.setattr(views, "face_counts", no_detector)
+    run = launch_demo("tests/recipes/demo_texture_fit.yaml", tmp_path, "stages.texture.steps=2")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] is True
+    assert summary["metrics"]["views/face_detector"] == "unavailable: no cascades here"
+    assert "views/janus_faces" not in summary["metrics"] and "views/psnr_front" in summary["metrics"]

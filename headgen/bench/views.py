@@ -51,6 +51,11 @@ def _cascade() -> Any:
         import cv2
     except ImportError as exc:
         raise HeadgenError("the face detector needs OpenCV: pip install opencv-contrib-python") from exc
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+        # OpenCV 5 moved the Haar cascades out of its main module; some builds ship without them.
+        raise HeadgenError(f"the face detector needs OpenCV's Haar cascades, which this OpenCV "
+                           f"({getattr(cv2, '__version__', 'unknown version')}) lacks: "
+                           "pip install 'opencv-contrib-python<5'")
     path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
