@@ -44,11 +44,15 @@ setup(
         "mediapipe>=0.10.14,<2",
         # OpenCV as mediapipe pulls it (the contrib wheel: landmark maps, the Haar face cascade of
         # headgen.bench.views); opencv-python would install a second cv2 over it.
-        "opencv-contrib-python>=4.8",
+        "opencv-contrib-python>=4.8,<5",  # OpenCV 5 ships no CascadeClassifier (seen on a GPU machine)
         "scipy>=1.11,<2",
+        # the 3D web viewer (--view, --viewer); its wheel bundles the web client
+        "viser>=1.1.1,<2",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6", "ray>=2.9,<3"],
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6", "ray>=2.9,<3",
+                # drives Debian's chromium + chromium-driver in the viewer tests (no browser download)
+                "selenium>=4.20,<5"],
         # GPU backends are built from source against your CUDA toolkit; see README "GPU backends".
         "gpu": [],
         "ray": ["ray[default]>=2.9,<3"],

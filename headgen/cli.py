@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from headgen.errors import HeadgenError
 
@@ -49,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--performance", metavar="CSV", help="with --animate: a Live Link Face take (.csv)")
     p.add_argument("--timecode-fps", type=float, metavar="FPS",
                    help="with --animate: the take's timecode rate, for takes under a second")
+    p.add_argument("--view", metavar="RUN_DIR",
+                   help="open a run directory (or a bench folder) in the 3D web viewer; Ctrl+C closes it")
+    p.add_argument("--viewer", action="store_true",
+                   help="with --config or --resume: watch the run live in the 3D web viewer")
+    p.add_argument("--viewer-every", type=int, default=10, metavar="N",
+                   help="with --viewer: show the current render and surface every N steps (default 10)")
+    p.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="viewer port (default 8080)")
     p.add_argument("--list", action="store_true", help="list registered parts and recipes, then exit")
     p.add_argument("--describe", metavar="KIND/NAME", help="print the options of one part, e.g. guidance/sds")
     p.add_argument("--models", nargs="?", const="", metavar="RECIPE",
@@ -109,12 +120,17 @@ def _run(args: argparse.Namespace) -> int:
             recipe, overrides = "", [recipe, *overrides]
         print(models_text(recipe or None, overrides))
         return 0
-    modes = [m for m in ("config", "resume", "export", "animate", "bench") if getattr(args, m)]
+    modes = [m for m in ("config", "resume", "export", "animate", "bench", "view") if getattr(args, m)]
     if len(modes) != 1:
         raise HeadgenError(
             "give exactly one of --config RECIPE, --resume RUN_DIR, --export RUN_DIR, --animate RUN_DIR, "
-            "--bench BENCH_YAML (or --list)"
+            "--bench BENCH_YAML, --view RUN_DIR (or --list)"
         )
+    if args.viewer and not (args.config or args.resume):
+        raise HeadgenError("--viewer goes with --config RECIPE or --resume RUN_DIR (to look at a finished run: "
+                           "--view RUN_DIR)")
+    if args.view:
+        return _view(args)
     if (args.performance or args.timecode_fps) and not args.animate:
         raise HeadgenError("--performance and --timecode-fps go with --animate RUN_DIR")
     if args.animate:
@@ -147,7 +163,8 @@ def _run(args: argparse.Namespace) -> int:
             from headgen.dryrun import dry_run_overrides
 
             overrides = dry_run_overrides(args.config, overrides)
-        root = pipeline.start_run(args.config, overrides, verbose=args.verbose)
+        with _live_viewer(args) as live:
+            root = pipeline.start_run(args.config, overrides, verbose=args.verbose, live_viewer=live)
         if args.dry_run:
             from headgen.dryrun import report
 
@@ -160,11 +177,51 @@ def _run(args: argparse.Namespace) -> int:
                 "(e.g. stages.NAME.optimizer.lr=1e-4) and --device"
             )
         if args.resume:
-            root = pipeline.resume_run(args.resume, list(args.overrides), device=args.device, verbose=args.verbose)
+            with _live_viewer(args) as live:
+                root = pipeline.resume_run(args.resume, list(args.overrides), device=args.device,
+                                           verbose=args.verbose, live_viewer=live)
         else:
             root = pipeline.export_run(args.export, device=args.device, verbose=args.verbose)
     print(f"Run directory: {root}")
     return 0
+
+
+@contextlib.contextmanager
+def _live_viewer(args: argparse.Namespace) -> Iterator[Any]:
+    """The live viewer of ``--viewer`` (None without it), closed when the run ends or fails."""
+    if not args.viewer:
+        yield None
+        return
+    from headgen.viewer.live import LiveViewer
+
+    live = LiveViewer(args.host, args.port, every=args.viewer_every)
+    try:
+        yield live
+    finally:
+        print(f"Live viewer closed after {live.sent} updates", file=sys.stderr)
+        live.close()
+
+
+def _view(args: argparse.Namespace) -> int:
+    """``--view RUN_DIR``: serve the viewer until Ctrl+C."""
+    import time
+
+    from headgen.viewer.app import open_viewer
+    from headgen.viewer.serve import url
+
+    if args.overrides or args.seed is not None or args.output_dir:
+        raise HeadgenError("--view takes no overrides, --seed or --output-dir: it only reads the run directory")
+    server, viewer = open_viewer(args.view, args.host, args.port)
+    print(f"Viewer: {url(server)}  ({len(viewer.runs)} run{'s' * (len(viewer.runs) > 1)}; Ctrl+C closes it)")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("viewer closed")
+        return 0
+    finally:
+        viewer.close()
+        server.stop()
 
 
 def list_text() -> str:

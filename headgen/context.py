@@ -32,6 +32,8 @@ class RunContext:
     """state.json's ``run_id``: recorded in every stage result and checkpoint this run writes."""
     chosen_prior: PriorChoice | None = None
     """Set once when the run starts (:func:`headgen.prior.choose_prior`); read through :attr:`prior`."""
+    live_viewer: Any = None
+    """A :class:`headgen.viewer.live.LiveViewer` when the run was started with ``--viewer``."""
     _head: Any = None
     _said: set[str] = field(default_factory=set)
 

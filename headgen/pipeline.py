@@ -73,8 +73,10 @@ def _new_state(cfg: RunConfig) -> dict[str, Any]:
 
 
 def start_run(
-    recipe: str | Path, overrides: list[str], *, verbose: bool = False, log: Any = print
+    recipe: str | Path, overrides: list[str], *, verbose: bool = False, log: Any = print, live_viewer: Any = None
 ) -> Path:
+    """Run a recipe in a new run directory; ``live_viewer`` (:class:`headgen.viewer.live.LiveViewer`)
+    is fed by every optimise stage."""
     cfg, plain = load_recipe(recipe, overrides)
     device = resolve_device(cfg.device)
     run_dir = RunDir.create(cfg.output_dir, cfg.name, cfg.prompt or cfg.name)
@@ -87,7 +89,7 @@ def start_run(
     run_dir.write_config(plain)
     state = _new_state(cfg)
     run_dir.write_state(state)
-    ctx = RunContext(cfg, plain, run_dir, device, verbose=verbose, run_id=state["run_id"])
+    ctx = RunContext(cfg, plain, run_dir, device, verbose=verbose, run_id=state["run_id"], live_viewer=live_viewer)
     ctx.chosen_prior = choose_prior(cfg, log, {"switched_off": switched})
     with run_dir.lock("config"):
         _execute(ctx, state, log=log)
@@ -96,7 +98,7 @@ def start_run(
 
 def resume_run(
     path: str | Path, overrides: list[str] | None = None, *, device: str | None = None, verbose: bool = False,
-    log: Any = print,
+    log: Any = print, live_viewer: Any = None,
 ) -> Path:
     """Continue an interrupted run; ``overrides`` change settings of its unfinished stages
     (:mod:`headgen.config.resume`), and config.yaml records them."""
@@ -121,7 +123,7 @@ def resume_run(
         if overrides:
             cfg, plain = _override(run_dir, state, plain, overrides, done, first if ckpt else None, log)
         ctx = RunContext(cfg, plain, run_dir, resolve_device(device or cfg.device), verbose=verbose,
-                         run_id=state["run_id"])
+                         run_id=state["run_id"], live_viewer=live_viewer)
         ctx.chosen_prior = choose_prior(cfg, log, recorded=run_dir.read_summary())
         _load_latest_result(ctx, done)
         log(f"resuming {cfg.name} at stage '{first}'" + (f" from {ckpt.relative_to(run_dir.root)}" if ckpt else ""))

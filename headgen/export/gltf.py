@@ -165,7 +165,7 @@ def _normal_deltas(mesh: Mesh, deltas: Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- document
-class _GlbBuilder:
+class GlbBuilder:
     """Collects buffer views and accessors in one binary blob."""
 
     def __init__(self) -> None:
@@ -255,7 +255,7 @@ def glb_document(
     if blendshapes is not None:
         _check_blendshapes(blendshapes, mesh)
 
-    b = _GlbBuilder()
+    b = GlbBuilder()
     split = _add_mesh(b, surface, mesh, "head", blendshapes, morph_normals, texture_format, roughness)
     for i, part in enumerate(surface.parts):
         shapes = None
@@ -277,7 +277,7 @@ def glb_document(
     return b.finish(), split
 
 
-def _add_clip(b: _GlbBuilder, clip: Clip, blendshapes: tuple[list[str], Tensor] | None) -> None:
+def _add_clip(b: GlbBuilder, clip: Clip, blendshapes: tuple[list[str], Tensor] | None) -> None:
     """A glTF animation: LINEAR samplers over the clip's times; morph weights on each mesh node with
     targets (all carry the head's targets, same order), the rotation on the root node."""
     g = b.g
@@ -300,7 +300,7 @@ def _add_clip(b: _GlbBuilder, clip: Clip, blendshapes: tuple[list[str], Tensor] 
     b.doc.animations.append(g.Animation(name=clip.name, samplers=samplers, channels=channels))
 
 
-def _add_mesh(b: _GlbBuilder, surface: SurfaceGeometry, mesh: Mesh, name: str,
+def _add_mesh(b: GlbBuilder, surface: SurfaceGeometry, mesh: Mesh, name: str,
               blendshapes: tuple[list[str], Tensor] | None, morph_normals: bool, texture_format: str,
               roughness: float, is_part: bool = False) -> SeamSplit:
     """Append ``surface`` as one mesh with one primitive and one material named ``name`` (a part's

@@ -178,6 +178,11 @@ class OptimizeSystem(pl.LightningModule):
         views = self.cameras.sample(step, self.generator)
         views = views.to(self.device) if hasattr(views, "to") else views
         render = self.forward_render(views)
+        live = self.ctx.live_viewer
+        if live is not None and live.wants(step + 1, self.cfg.steps):
+            from headgen.viewer.live import preview_image
+
+            self.last_preview = preview_image(render)
         terms: dict[str, Tensor] = {}
         if self.guidance is not None:
             state = StepState(self.stage_name, step, self.representation, self.renderer, views, render, self.device)
@@ -469,7 +474,8 @@ def make_trainer(
         max_steps=cfg.steps,
         max_epochs=-1,
         logger=loggers,
-        callbacks=[StageProgressBar(name), AtomicCheckpoint(stage_dir / "last.ckpt", cfg.checkpoint_every)],
+        callbacks=[StageProgressBar(name), AtomicCheckpoint(stage_dir / "last.ckpt", cfg.checkpoint_every)]
+        + ([ctx.live_viewer.callback(name)] if ctx.live_viewer is not None else []),
         enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
