@@ -142,6 +142,8 @@ class RunViewer:
             status = self.server.gui.add_markdown("")
             images = self.server.gui.add_folder("Stage renders")
 
+        self.stage_toggle = shown
+
         @shown.on_update
         def _(_: Any) -> None:
             if shown.value:

@@ -81,6 +81,25 @@ def _changed(a: np.ndarray, b: np.ndarray) -> int:
     return int((np.abs(a - b).sum(-1) > 30).sum())
 
 
+def test_stage_results_come_side_by_side_on_demand(run: Path):
+    from headgen.viewer.app import open_viewer
+
+    server, viewer = open_viewer(run, port=free_port())
+    try:
+        assert not any(k.startswith("stage:") for k in viewer.handles)  # loaded only when asked
+        viewer.stage_toggle.value = True
+        wait_for(lambda: {"stage:identity", "stage:texture"} <= set(viewer.handles) or None, 60,
+                 "the stage results did not appear")
+        mesh = viewer.handles["stage:texture"]
+        assert mesh.vertices.shape[1] == 3 and len(mesh.faces) > 1000
+        # the losses tab has the texture stage's curve, the metrics tab the run's scores
+        curves = viewer.run.curves()
+        assert list(curves) == ["texture"] and len(curves["texture"][0]) >= 1
+    finally:
+        viewer.close()
+        server.stop()
+
+
 def _cli(*args: str) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
