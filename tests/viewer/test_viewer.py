@@ -100,6 +100,26 @@ def test_stage_results_come_side_by_side_on_demand(run: Path):
         server.stop()
 
 
+def test_a_bench_folder_offers_its_finished_runs(run: Path, tmp_path: Path):
+    import shutil
+
+    from headgen.viewer.app import open_viewer
+
+    for key in ("a", "b"):
+        shutil.copytree(run, tmp_path / "runs" / key / run.name)
+    unfinished = tmp_path / "runs" / "c" / "x@1"
+    unfinished.mkdir(parents=True)
+    (unfinished / "state.json").write_text('{"order": ["s"], "stages": {"s": {"status": "pending"}}}')
+    server, viewer = open_viewer(tmp_path, port=free_port())
+    try:
+        assert sorted(r.root.parent.name for r in viewer.runs) == ["a", "b"]  # the unfinished run is left out
+        viewer.show(viewer.runs[1])
+        assert viewer.run is viewer.runs[1] and viewer.head is not None and len(viewer.sliders) > 10
+    finally:
+        viewer.close()
+        server.stop()
+
+
 def _cli(*args: str) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
