@@ -46,7 +46,12 @@ class LiveViewer:
         self._queue: queue.Queue[LiveUpdate | None] = queue.Queue(maxsize=1)
         self._faces_sent: Any = None
         gui = self.server.gui
+        from headgen.viewer.app import camera_position
+
         self.server.scene.set_up_direction("+y")
+        self.server.initial_camera.position = camera_position(20.0, 10.0)
+        self.server.initial_camera.look_at = (0.0, 0.0, 0.0)
+        self.server.initial_camera.fov = np.radians(30.0)
         self.status = gui.add_markdown("**live run**: starting")
         self.image = gui.add_image(np.full((64, 64, 3), 255, np.uint8), label="current render", format="jpeg")
         self.mesh: Any = None
