@@ -117,7 +117,13 @@ def _accessor(doc: Any, blob: bytes, index: int) -> np.ndarray:
     return data.reshape(acc.count, width) if width > 1 else data
 
 
-def read_glb(path: str | Path) -> GlbHead:
+MAX_TEXTURE = 1024
+"""Textures above this size are reduced for the viewer (the files keep theirs): an expression change
+re-sends a mesh with its textures, and DreamFace's 2048 px maps would make that 4x larger than
+a browser window can show."""
+
+
+def read_glb(path: str | Path, max_texture: int = MAX_TEXTURE) -> GlbHead:
     """Split a GLB (as :class:`headgen.export.gltf.GlbExporter` writes it) into :class:`ViewMesh` es."""
     import pygltflib
 
@@ -141,13 +147,14 @@ def read_glb(path: str | Path) -> GlbHead:
                                "the viewer drives every mesh with one set of sliders")
         for p, prim in enumerate(gmesh.primitives):
             label = gmesh.name if len(gmesh.primitives) == 1 else f"{gmesh.name}_{p}"
-            meshes.append(_split_primitive(doc, blob, prim, label or f"mesh{len(meshes)}", names if targets else []))
+            meshes.append(_split_primitive(doc, blob, prim, label or f"mesh{len(meshes)}", names if targets else [],
+                                           max_texture))
     if not meshes:
         raise HeadgenError(f"{path}: the GLB has no meshes")
     return GlbHead(meshes, names, _read_clip(doc, blob, len(names)))
 
 
-def _split_primitive(doc: Any, blob: bytes, prim: Any, name: str, targets: list[str]) -> ViewMesh:
+def _split_primitive(doc: Any, blob: bytes, prim: Any, name: str, targets: list[str], max_texture: int) -> ViewMesh:
     import pygltflib as g
 
     from headgen.export.gltf import GlbBuilder
@@ -173,7 +180,7 @@ def _split_primitive(doc: Any, blob: bytes, prim: Any, name: str, targets: list[
     indices = b.accessor(np.asarray(_accessor(doc, blob, prim.indices), np.uint32).reshape(-1), target=34963)
     primitive = g.Primitive(attributes=attrs, indices=indices, mode=prim.mode if prim.mode is not None else 4)
     if prim.material is not None:
-        primitive.material = _copy_material(doc, blob, b, prim.material)
+        primitive.material = _copy_material(doc, blob, b, prim.material, max_texture)
     b.doc.meshes.append(g.Mesh(name=name, primitives=[primitive]))
     b.doc.nodes.append(g.Node(name=name, mesh=0))
     b.doc.scenes.append(g.Scene(nodes=[0]))
@@ -188,8 +195,24 @@ def _split_primitive(doc: Any, blob: bytes, prim: Any, name: str, targets: list[
     return ViewMesh(name, data, offset, base, deltas, targets if deltas is not None else [])
 
 
-def _copy_material(doc: Any, blob: bytes, b: Any, index: int) -> int:
-    """The source material in ``b``'s document, its textures (image bytes as stored) copied along."""
+def _fit_image(data: bytes, mime: str, max_texture: int) -> tuple[bytes, str]:
+    """The image as stored, or, when larger than ``max_texture``, Lanczos-reduced and PNG-encoded."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        if max(img.size) <= max_texture:
+            return data, mime
+        small = img.resize((max_texture, max_texture * img.size[1] // img.size[0]), Image.LANCZOS)
+        out = io.BytesIO()
+        small.save(out, format="PNG")
+    return out.getvalue(), "image/png"
+
+
+def _copy_material(doc: Any, blob: bytes, b: Any, index: int, max_texture: int) -> int:
+    """The source material in ``b``'s document, its textures copied along (at most ``max_texture``
+    pixels on a side)."""
     import pygltflib as g
 
     material = copy.deepcopy(doc.materials[index])
@@ -202,8 +225,8 @@ def _copy_material(doc: Any, blob: bytes, b: Any, index: int) -> int:
         image = doc.images[src.source]
         view = doc.bufferViews[image.bufferView]
         start = view.byteOffset or 0
-        b.doc.images.append(g.Image(bufferView=b.view(blob[start:start + view.byteLength]), mimeType=image.mimeType,
-                                    name=image.name))
+        data, mime = _fit_image(blob[start:start + view.byteLength], image.mimeType, max_texture)
+        b.doc.images.append(g.Image(bufferView=b.view(data), mimeType=mime, name=image.name))
         sampler = None
         if src.sampler is not None:
             b.doc.samplers.append(copy.deepcopy(doc.samplers[src.sampler]))

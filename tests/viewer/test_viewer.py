@@ -57,8 +57,17 @@ def test_glb_meshes_move_like_morph_targets(run: Path):
     assert (pos >= np.array(acc.min) - 1e-6).all() and (pos <= np.array(acc.max) + 1e-6).all()
     assert skin.glb(np.zeros(len(w))) is skin.template
     assert skin.moved_by(np.array([k]))
-    # the textures travel with the mesh
+    # the textures travel with the mesh, reduced above the viewer's cap
     assert moved.images and moved.materials[0].pbrMetallicRoughness.baseColorTexture is not None
+    import imageio.v3 as iio
+
+    def first_image(data: bytes) -> np.ndarray:
+        doc = pygltflib.GLTF2.load_from_bytes(data)
+        view = doc.bufferViews[doc.images[0].bufferView]
+        return iio.imread(doc.binary_blob()[view.byteOffset:view.byteOffset + view.byteLength])
+
+    assert first_image(skin.template).shape[:2] == (64, 64)  # the recipe's texture_size, under the cap
+    assert first_image(read_glb(run / "assets" / "head.glb", max_texture=32).meshes[0].template).shape[:2] == (32, 32)
 
 
 def _head_drawn(driver) -> np.ndarray | None:
