@@ -19,6 +19,7 @@ the same kind of image (bare geometry for identity selection, head and hair for 
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from torch import Tensor
 
 from headgen.config.recipe import ModelSpec
 from headgen.errors import HeadgenError, ModelNotFoundError
+from headgen.models.fingerprint import weights_fingerprint
 from headgen.models.zoo import load_component
 
 
@@ -202,10 +204,21 @@ class PretrainedClip:
 
 
 # ---------------------------------------------------------------------------------------- loading
-def model_key(spec: ModelSpec, dtype: torch.dtype) -> str:
-    """A string that identifies a model's weights (and precision) for caches."""
+def model_key(spec: ModelSpec, dtype: torch.dtype, loaded: Any = None) -> str:
+    """A string that identifies a model's weights (and precision) for caches (the CLIP pools): where
+    they were loaded from, the variant and dtype, and a fingerprint of the files (or the Hub commit),
+    so that other weights at the same path are not served old embeddings. ``loaded``: the loaded
+    CLIPModel (its Hub commit). Weights that cannot be identified get a key of their own, never
+    reused (with a warning)."""
     where = spec.local_dir or spec.hub_id
-    return f"clip:{where}/{spec.subfolder or ''}@{spec.revision or ''}:{str(dtype).removeprefix('torch.')}"
+    fingerprint = weights_fingerprint(spec, ("clip",), loaded)
+    if fingerprint is None:
+        warnings.warn(f"CLIP {where}: cannot tell which weights were loaded, so nothing cached with them is "
+                      "reused (its CLIP pool is recomputed)", stacklevel=2)
+        fingerprint = f"unidentified-{uuid.uuid4().hex}"
+    # The fingerprint goes first: the pool cache names its folder after the key's tail (the model).
+    return (f"clip[{fingerprint}]:{where}/{spec.subfolder or ''}@{spec.revision or ''}:{spec.variant or ''}:"
+            f"{str(dtype).removeprefix('torch.')}")
 
 
 def load_clip(ctx_or_models: Any, name: str, device: torch.device | str = "cpu") -> PretrainedClip:
@@ -226,7 +239,7 @@ def load_clip(ctx_or_models: Any, name: str, device: torch.device | str = "cpu")
     tokenizer = load_component(name, spec, "clip_tokenizer", device)
     processor = load_component(name, spec, "clip_processor", device)
     dtype = next(model.parameters()).dtype
-    return PretrainedClip(model, tokenizer, processor, model_key(spec, dtype))
+    return PretrainedClip(model, tokenizer, processor, model_key(spec, dtype, model))
 
 
 __all__ = ["ClipModel", "PretrainedClip", "TextScene", "TextSubject", "clip_score", "load_clip",

@@ -4,10 +4,13 @@ selectors), pretrained (diffusers / transformers) or the demo prior's, as the ru
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from typing import Any
 
 from headgen.config.recipe import ModelSpec
 from headgen.errors import ModelNotFoundError
+from headgen.models.fingerprint import weights_fingerprint
 from headgen.models.zoo import load_component
 from headgen.prior.backbone import DiffusionBackbone, PretrainedBackbone
 from headgen.prior.choice import REQUIRED_COMPONENTS
@@ -43,10 +46,27 @@ def load_pretrained(
             f"model '{model}' has kind '{spec.kind}', but a diffusion backbone needs kind diffusers"
         )
     parts = {c: load_component(model, spec, c, device) for c in REQUIRED_COMPONENTS["diffusers"]}
-    model_key = f"{spec.local_dir or spec.hub_id}/{spec.subfolder or ''}@{spec.revision or ''}"
-    text = TextEmbedder(parts["tokenizer"], parts["text_encoder"], model_key, prompt)
+    text = TextEmbedder(parts["tokenizer"], parts["text_encoder"], *text_cache_key(model, spec, parts, prompt))
     nets = {role: load_component(name, models[name], "controlnet", device) for role, name in controlnets.items()}
     return PretrainedBackbone(parts["unet"], parts["vae"], text, parts["scheduler"], nets, device)
+
+
+def text_cache_key(model: str, spec: ModelSpec, parts: dict[str, Any], prompt: PromptConfig
+                   ) -> tuple[str, PromptConfig]:
+    """The key of ``model``'s cached text embeddings and the prompt config to embed with: the spec's
+    location, variant and dtype plus a fingerprint of the text encoder's and tokenizer's files, so
+    that new weights in the same folder (a resumed training run) are not served old embeddings.
+    When the weights cannot be identified the disk cache is switched off (with a warning)."""
+    encoder = parts["text_encoder"]
+    dtype = str(next(encoder.parameters()).dtype).removeprefix("torch.")
+    fingerprint = weights_fingerprint(spec, ("text_encoder", "tokenizer"), encoder)
+    key = (f"{spec.local_dir or spec.hub_id}/{spec.subfolder or ''}@{spec.revision or ''}"
+           f":{spec.variant or ''}:{dtype}|{fingerprint}")
+    if fingerprint is None and prompt.cache_dir:
+        warnings.warn(f"model '{model}': cannot tell which weights its text encoder was loaded from, so its text "
+                      "embeddings are cached in memory only for this run", stacklevel=3)
+        prompt = dataclasses.replace(prompt, cache_dir=None)
+    return key, prompt
 
 
 def get_clip(ctx: Any, name: str) -> ClipModel:

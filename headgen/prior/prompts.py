@@ -4,7 +4,9 @@ View-dependent prompts append a view phrase to the user's prompt for each camera
 (front / side / back / overhead); HeadSculpt's back views add a learned ``<back-view>`` token.
 Learned tokens are loaded from a textual-inversion file (safetensors ``{token: [n, D] or [D]}``,
 the format diffusers' ``load_textual_inversion`` reads). Text embeddings are cached in memory and
-on disk, keyed by the text encoder, the learned-token file and the text.
+on disk, keyed by the text encoder (its caller's ``model_key``: where it was loaded from plus a
+fingerprint of its files, see ``headgen.prior.load.text_cache_key``), the learned tokens' values and
+the text.
 """
 
 from __future__ import annotations
@@ -154,6 +156,17 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def tokens_digest(tokens: dict[str, Tensor]) -> str:
+    """A hash of the learned tokens' names and exact values (a token file holds a few kB, so hashing
+    all of it is cheap; a retrained token with the same name gets a new key)."""
+    h = hashlib.sha256()
+    for name, value in sorted(tokens.items()):
+        v = value.detach().cpu().contiguous()
+        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class TextEmbedder:
     """CLIP text embeddings (last hidden state, as SD's UNet consumes them), cached."""
 
@@ -164,7 +177,7 @@ class TextEmbedder:
         if cfg.token_file:
             tokens = load_token_file(cfg.token_file)
             add_tokens(tokenizer, text_encoder, tokens)
-            token_key = "|tokens:" + _digest("".join(f"{k}{v.sum().item():.6f}" for k, v in sorted(tokens.items())))
+            token_key = "|tokens:" + tokens_digest(tokens)
         self.cache = EmbeddingCache(model_key + token_key, cfg.cache_dir)
 
     @torch.no_grad()
