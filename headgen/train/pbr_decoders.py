@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,8 +40,9 @@ from torch import Tensor
 from headgen.errors import HeadgenError
 from headgen.models.zoo import load_component
 from headgen.train.base_model import base_model, is_random_base, mark_random
-from headgen.train.checkpoints import TrainingFolder, options_from, train_steps
-from headgen.train.uv_data import UVDataset, check_folder, load_normals, load_specular, load_textures
+from headgen.train.checkpoints import options_from
+from headgen.train.trainer import UVTrainer, add_checkpoint_options, add_data_options
+from headgen.train.uv_data import UVDataset, load_normals, load_specular, load_textures
 
 MAPS = ("specular", "normal")
 
@@ -54,15 +53,11 @@ def decoder_parameters(vae: Any) -> list[torch.nn.Parameter]:
         else list(vae.decoder.parameters())
 
 
-class PBRDecodersTrainer:
+class PBRDecodersTrainer(UVTrainer):
     """Eq. 15 on the triples of one data folder; ``run()`` trains and writes both decoders."""
 
-    def __init__(self, options: dict[str, Any], progress: bool = True):
-        self.o = options
-        self.progress = progress
-        self.out = Path(options["out"]).expanduser()
-        self.folder = TrainingFolder(self.out, options, keep=options["keep_checkpoints"])
-        self.device = torch.device(options["device"])
+    desc = "PBR decoders"
+    need_triples = True
 
     def _check_options(self) -> None:
         o = self.o
@@ -72,10 +67,7 @@ class PBRDecodersTrainer:
         if o["adversarial_weight"] > 0:
             raise NotImplementedError("pbr-decoders: the patch-GAN adversarial term of Stable Diffusion's loss is not "
                                       "implemented; use --adversarial-weight 0")
-        if o["steps"] < 1 or o["batch_size"] < 1 or o["checkpoint_every"] < 1:
-            raise HeadgenError("--steps, --batch-size and --checkpoint-every must be at least 1")
-        if o["resolution"] is not None and (o["resolution"] < 8 or o["resolution"] % 8):
-            raise HeadgenError(f"--resolution {o['resolution']}: a multiple of 8 (the VAE's factor), e.g. 512")
+        super()._check_options()
 
     def _prepare(self, ds: UVDataset) -> None:
         o = self.o
@@ -95,6 +87,11 @@ class PBRDecodersTrainer:
                 p.requires_grad_(True)
             self.decoders[m] = dec.train()
 
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = [p for m in MAPS for p in decoder_parameters(self.decoders[m])]
+        # Adam with betas (0.5, 0.9): Stable Diffusion's autoencoder training
+        return torch.optim.Adam(params, lr=self.o["lr"], betas=(0.5, 0.9))
+
     def step(self) -> float:
         b = self.o["batch_size"]
         idx = torch.randint(0, len(self.latents), (b,), generator=self.g).to(self.device)
@@ -108,54 +105,23 @@ class PBRDecodersTrainer:
     def _weights(self) -> dict[str, Tensor]:
         return {f"{m}.{k}": v for m in MAPS for k, v in self.decoders[m].state_dict().items()}
 
-    def run(self) -> Path:
-        self._check_options()
-        ds = check_folder(self.o["data"], need_triples=True)
-        ckpt = self.folder.start(self.o["resume"], ds.fingerprint())
-        self._prepare(ds)
-        params = [p for m in MAPS for p in decoder_parameters(self.decoders[m])]
-        # Adam with betas (0.5, 0.9): Stable Diffusion's autoencoder training
-        self.opt = torch.optim.Adam(params, lr=self.o["lr"], betas=(0.5, 0.9))
-        self.g = torch.Generator().manual_seed(self.o["seed"])
-        start = 0
-        if ckpt is not None:
-            if ckpt.step > self.o["steps"]:
-                raise HeadgenError(f"--steps {self.o['steps']} is below the checkpoint's step {ckpt.step}: give "
-                                   f"--steps {ckpt.step} or more")
-            for m in MAPS:
-                self.decoders[m].load_state_dict({k.removeprefix(f"{m}."): v for k, v in ckpt.weights.items()
-                                                  if k.startswith(f"{m}.")})
-            self.opt.load_state_dict(ckpt.state["optimizer"])
-            self.g.set_state(ckpt.state["rng"])
-            start = ckpt.step
-            print(f"resuming from step {start} ({ckpt.path})", flush=True)
-        train_steps(self.folder, start, self.o["steps"], self.o["checkpoint_every"], self.step,
-                    lambda: (self._weights(), {"optimizer": self.opt.state_dict(), "rng": self.g.get_state()}),
-                    "PBR decoders", self.progress)
-        return self.save(ds)
-
-    def save(self, ds: UVDataset) -> Path:
-        partial = self.out / ".model.partial"
-        shutil.rmtree(partial, ignore_errors=True)
+    def _load_weights(self, weights: dict[str, Tensor]) -> None:
         for m in MAPS:
-            self.decoders[m].eval().save_pretrained(partial / m / "vae")
+            self.decoders[m].load_state_dict({k.removeprefix(f"{m}."): v for k, v in weights.items()
+                                              if k.startswith(f"{m}.")})
+
+    def _write_model(self, folder: Path, ds: UVDataset) -> dict[str, Any]:
+        for m in MAPS:
+            self.decoders[m].eval().save_pretrained(folder / m / "vae")
             if is_random_base(self.spec):
-                mark_random(partial / m)
-        (partial / "training.json").write_text(json.dumps({
+                mark_random(folder / m)
+        return {
             "what": "DreamFace PBR decoders D_s / D_n (paper 5.3, Eq. 15): VAE decoders of the diffuse latent",
             "head": ds.head, "data": str(ds.root), "triples": len(ds.triples), "size": self.o["resolution"] or ds.size,
             "base": {"model": self.name, "hub_id": self.spec.hub_id, "local_dir": self.spec.local_dir},
             "loss": "L1 (Stable Diffusion's reconstruction term; no LPIPS, no adversarial term)",
             "outputs": {"specular": "grey in 3 channels, [-1, 1]", "normal": "unit tangent-space normal, OpenGL"},
-            "options": self.folder.options,
-        }, indent=2) + "\n", encoding="utf-8")
-        for item in sorted(partial.iterdir()):
-            target = self.out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            item.replace(target)
-        partial.rmdir()
-        return self.out
+        }
 
 
 def overrides(out: Path) -> list[str]:
@@ -168,20 +134,13 @@ def overrides(out: Path) -> list[str]:
 
 def parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, type=Path,
-                   help="UV texture folder with (diffuse, specular, normal) triples")
-    p.add_argument("--out", required=True, type=Path, help="output folder (new, or a run to --resume)")
-    p.add_argument("--model", default="sd15", help="base model whose VAE starts both decoders (under models:)")
-    p.add_argument("--pretrained", type=Path, help="a local Stable Diffusion folder (replaces --model's location)")
-    p.add_argument("--steps", type=int, default=20000, help="total optimiser steps (default 20000)")
-    p.add_argument("--batch-size", type=int, default=4)
+    add_data_options(p, "UV texture folder with (diffuse, specular, normal) triples",
+                     "base model whose VAE starts both decoders (under models:)")
     p.add_argument("--lr", type=float, default=1.0e-4, help="learning rate (Adam, betas 0.5, 0.9)")
     p.add_argument("--resolution", type=int, help="train at this size (default: the data's)")
     p.add_argument("--perceptual-weight", type=float, default=0.0, help="LPIPS term (not implemented: keep 0)")
     p.add_argument("--adversarial-weight", type=float, default=0.0, help="patch-GAN term (not implemented: keep 0)")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--keep-checkpoints", type=int, default=2)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    add_checkpoint_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     return p

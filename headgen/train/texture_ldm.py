@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,9 @@ from torch import Tensor, nn
 from headgen.errors import HeadgenError
 from headgen.models.zoo import load_component
 from headgen.train.base_model import base_model, is_random_base, mark_random
-from headgen.train.checkpoints import Checkpoint, TrainingFolder, options_from, train_steps
-from headgen.train.uv_data import UVDataset, check_folder, load_masks, load_textures
+from headgen.train.checkpoints import options_from
+from headgen.train.trainer import UVTrainer, add_checkpoint_options, add_data_options
+from headgen.train.uv_data import UVDataset, load_masks, load_textures
 
 DESIRED_TOKEN = "<dreamface-texture>"
 """C_d: the token dual-path SDS appends (its ``texture_prompt_suffix`` default is ", <dreamface-texture>")."""
@@ -141,25 +141,26 @@ def prompt_with_domain(caption: str, token: str) -> str:
     return f"{caption}, {token}"
 
 
-class TextureLDMTrainer:
+class TextureLDMTrainer(UVTrainer):
     """Eq. 9 on one data folder; ``run()`` trains to ``options['steps']`` and writes the model."""
 
-    def __init__(self, options: dict[str, Any], progress: bool = True):
-        self.o = options
-        self.progress = progress
-        self.out = Path(options["out"]).expanduser()
-        self.folder = TrainingFolder(self.out, options, keep=options["keep_checkpoints"])
-        self.device = torch.device(options["device"])
+    desc = "texture LDM"
 
     # ------------------------------------------------------------------ setup
     def _check_options(self) -> None:
-        o = self.o
-        if o["steps"] < 1 or o["batch_size"] < 1 or o["checkpoint_every"] < 1:
-            raise HeadgenError("--steps, --batch-size and --checkpoint-every must be at least 1")
-        if not 0.0 <= o["caption_dropout"] < 1.0:
-            raise HeadgenError(f"--caption-dropout {o['caption_dropout']}: a probability in [0, 1)")
-        if o["resolution"] is not None and (o["resolution"] < 8 or o["resolution"] % 8):
-            raise HeadgenError(f"--resolution {o['resolution']}: a multiple of 8 (the VAE's factor), e.g. 512")
+        super()._check_options()
+        if not 0.0 <= self.o["caption_dropout"] < 1.0:
+            raise HeadgenError(f"--caption-dropout {self.o['caption_dropout']}: a probability in [0, 1)")
+
+    def _prepare(self, ds: UVDataset) -> None:
+        self._load()
+        self._encode(ds)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW([
+            {"params": list(self.unet.parameters()), "lr": self.o["lr"], "weight_decay": 1e-2},
+            {"params": [self.learned.vectors], "lr": self.o["token_lr"], "weight_decay": 0.0},
+        ])
 
     def _load(self) -> None:
         o = self.o
@@ -205,16 +206,10 @@ class TextureLDMTrainer:
     def _weights(self) -> dict[str, Tensor]:
         return {**{f"unet.{k}": v for k, v in self.unet.state_dict().items()}, "tokens": self.learned.vectors.data}
 
-    def _checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        return self._weights(), {"optimizer": self.opt.state_dict(), "rng": self.g.get_state()}
-
-    def _restore(self, ckpt: Checkpoint) -> None:
-        unet = {k.removeprefix("unet."): v for k, v in ckpt.weights.items() if k.startswith("unet.")}
-        self.unet.load_state_dict(unet)
+    def _load_weights(self, weights: dict[str, Tensor]) -> None:
+        self.unet.load_state_dict({k.removeprefix("unet."): v for k, v in weights.items() if k.startswith("unet.")})
         with torch.no_grad():
-            self.learned.vectors.copy_(ckpt.weights["tokens"])
-        self.opt.load_state_dict(ckpt.state["optimizer"])
-        self.g.set_state(ckpt.state["rng"])
+            self.learned.vectors.copy_(weights["tokens"])
 
     # ------------------------------------------------------------------ training
     def step(self) -> float:
@@ -243,63 +238,28 @@ class TextureLDMTrainer:
         self.opt.step()
         return loss.detach().item()
 
-    def run(self) -> Path:
-        self._check_options()
-        ds = check_folder(self.o["data"])
-        ckpt = self.folder.start(self.o["resume"], ds.fingerprint())
-        self._load()
-        self._encode(ds)
-        self.opt = torch.optim.AdamW([
-            {"params": list(self.unet.parameters()), "lr": self.o["lr"], "weight_decay": 1e-2},
-            {"params": [self.learned.vectors], "lr": self.o["token_lr"], "weight_decay": 0.0},
-        ])
-        self.g = torch.Generator().manual_seed(self.o["seed"])
-        start = 0
-        if ckpt is not None:
-            if ckpt.step > self.o["steps"]:
-                raise HeadgenError(f"--steps {self.o['steps']} is below the checkpoint's step {ckpt.step}: give "
-                                   f"--steps {ckpt.step} or more")
-            self._restore(ckpt)
-            start = ckpt.step
-            print(f"resuming from step {start} ({ckpt.path})", flush=True)
-        train_steps(self.folder, start, self.o["steps"], self.o["checkpoint_every"], self.step, self._checkpoint,
-                    "texture LDM", self.progress)
-        return self.save(ds)
-
     # ------------------------------------------------------------------ output
-    def save(self, ds: UVDataset) -> Path:
-        """The diffusers folder ``models.dreamface_texture.local_dir`` loads (components replaced one
-        by one from a complete temporary copy)."""
+    def _write_model(self, folder: Path, ds: UVDataset) -> dict[str, Any]:
+        """The diffusers folder ``models.dreamface_texture.local_dir`` loads."""
         from safetensors.torch import save_file
 
         vectors = self.learned.vectors.detach().cpu()
         self.text_encoder.set_input_embeddings(self.learned.bake())
         self.unet.eval()
-        partial = self.out / ".model.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
         for name in COMPONENTS:
-            getattr(self, name).save_pretrained(partial / name)
-        save_file({tok: vec[None].contiguous() for tok, vec in zip(self.tokens, vectors)}, str(partial / TOKEN_FILE))
-        self._write_index(partial)
-        (partial / "training.json").write_text(json.dumps({
+            getattr(self, name).save_pretrained(folder / name)
+        save_file({tok: vec[None].contiguous() for tok, vec in zip(self.tokens, vectors)}, str(folder / TOKEN_FILE))
+        self._write_index(folder)
+        if is_random_base(self.spec):
+            mark_random(folder)
+        return {
             "what": "DreamFace texture LDM (paper 5.1, Eq. 9): UNet with 4 latent + 1 mask input channels",
             "head": ds.head, "data": str(ds.root), "textures": len(ds.samples), "size": self.mean.shape[-1] * 8,
             "base": {"model": self.name, "hub_id": self.spec.hub_id, "local_dir": self.spec.local_dir},
             "steps": self.o["steps"], "tokens": {"desired (C_d)": self.tokens[0], "undesired (C_u)": self.tokens[1]},
             "mask": "channel 5 = B (1 face, 0 non-face); inference gives all ones",
             "prompt": f"caption + ', {self.tokens[0]}' (desired) or ', {self.tokens[1]}' (undesired)",
-            "options": self.folder.options,
-        }, indent=2) + "\n", encoding="utf-8")
-        if is_random_base(self.spec):
-            mark_random(partial)
-        for item in sorted(partial.iterdir()):
-            target = self.out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            item.replace(target)
-        partial.rmdir()
-        return self.out
+        }
 
     def _write_index(self, folder: Path) -> None:
         import diffusers
@@ -314,12 +274,8 @@ class TextureLDMTrainer:
 
 def parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, type=Path, help="UV texture folder (python -m headgen.train texture-data)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (new, or a run to --resume)")
-    p.add_argument("--model", default="sd15", help="base model: a name under models: of configs/models.yaml")
-    p.add_argument("--pretrained", type=Path, help="a local Stable Diffusion folder (replaces --model's location)")
-    p.add_argument("--steps", type=int, default=20000, help="total optimiser steps (default 20000)")
-    p.add_argument("--batch-size", type=int, default=4)
+    add_data_options(p, "UV texture folder (python -m headgen.train texture-data)",
+                     "base model: a name under models: of configs/models.yaml")
     p.add_argument("--lr", type=float, default=1.0e-5, help="UNet learning rate (AdamW)")
     p.add_argument("--token-lr", type=float, default=5.0e-3, help="learning rate of C_d / C_u")
     p.add_argument("--resolution", type=int, help="train at this size (default: the data's)")
@@ -329,9 +285,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--undesired-token", default=UNDESIRED_TOKEN, help=f"C_u (default {UNDESIRED_TOKEN})")
     p.add_argument("--init-desired", default="diffuse skin texture", help="phrase whose mean embedding starts C_d")
     p.add_argument("--init-undesired", default="lit photo", help="phrase whose mean embedding starts C_u")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--keep-checkpoints", type=int, default=2)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    add_checkpoint_options(p)
     p.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

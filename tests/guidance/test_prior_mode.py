@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from runhelpers import DREAMFACE_TINY
 from testpaths import REPO
 
 from headgen.cli import main
@@ -54,16 +55,6 @@ def test_auto_with_local_weights_uses_them(tmp_path, capsys, offline, tiny_sd_di
     assert "DEMO PRIOR" not in out
     run_dir = Path(out.strip().splitlines()[-1].removeprefix("Run directory: "))
     assert json.loads((run_dir / "summary.json").read_text())["prior"] == "pretrained"
-
-
-DREAMFACE_TINY = [
-    "stages.coarse.selector.pool_size=16", "stages.coarse.selector.resolution=32", "stages.coarse.selector.lights=1",
-    "stages.carve.steps=2", "stages.carve.renderer.resolution=64", "stages.carve.guidance.resolution=64",
-    "stages.hair.selector.resolution=32", "stages.hair.selector.lights=1",
-    "stages.texture-latent.steps=2", "stages.texture-image.steps=2",
-    "stages.texture-image.renderer.resolution=64", "stages.texture-image.guidance.resolution=64",
-    "stages.export.exporters=[{type: obj, filename: head.obj}]",
-]
 
 
 def test_dreamface_without_its_texture_model_runs_pretrained_with_the_texture_path_off(

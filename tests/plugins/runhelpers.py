@@ -1,5 +1,6 @@
-"""Running recipes from tests: in-process under the demo prior, and killing a launch.py subprocess
-mid-stage (importable because tests/conftest.py puts tests/plugins on sys.path)."""
+"""Running recipes from tests: in-process under the demo prior, the overrides that make DreamFace
+small, and killing a launch.py subprocess mid-stage (importable because tests/conftest.py puts
+tests/plugins on sys.path)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ from pathlib import Path
 import torch
 
 from headgen.cli import main
+
+DREAMFACE_TINY = [
+    "stages.coarse.selector.pool_size=16", "stages.coarse.selector.resolution=32", "stages.coarse.selector.lights=1",
+    "stages.carve.steps=2", "stages.carve.renderer.resolution=64", "stages.carve.guidance.resolution=64",
+    "stages.hair.selector.resolution=32", "stages.hair.selector.lights=1",
+    "stages.texture-latent.steps=2", "stages.texture-image.steps=2",
+    "stages.texture-image.renderer.resolution=64", "stages.texture-image.guidance.resolution=64",
+    "stages.export.exporters=[{type: obj, filename: head.obj}]",
+]
+"""Overrides that shrink methods/dreamface.yaml for tests on tiny models: 2 steps in carve and in each
+texture stage, 32-64 px selectors and renders, an OBJ export only."""
 
 
 def launch_demo(recipe: str, out: Path, *overrides: str) -> Path:

@@ -8,21 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from runhelpers import DREAMFACE_TINY
 
 from headgen.cli import main as launch_main
 from headgen.train.__main__ import main as train_main
 from headgen.train.pbr_decoders import overrides as decoder_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
-
-DREAMFACE_TINY = [  # as tests/guidance/test_prior_mode.py's reduced DreamFace
-    "stages.coarse.selector.pool_size=16", "stages.coarse.selector.resolution=32", "stages.coarse.selector.lights=1",
-    "stages.carve.steps=2", "stages.carve.renderer.resolution=64", "stages.carve.guidance.resolution=64",
-    "stages.hair.selector.resolution=32", "stages.hair.selector.lights=1",
-    "stages.texture-latent.steps=2", "stages.texture-image.steps=2",
-    "stages.texture-image.renderer.resolution=64", "stages.texture-image.guidance.resolution=64",
-    "stages.export.exporters=[{type: obj, filename: head.obj}]",
-]
 
 
 def logged_scalars(folder: Path) -> dict[str, list[float]]:
