@@ -165,6 +165,7 @@ def _run(args: argparse.Namespace) -> int:
             overrides = dry_run_overrides(args.config, overrides)
         with _live_viewer(args) as live:
             root = pipeline.start_run(args.config, overrides, verbose=args.verbose, live_viewer=live)
+            _show_result(live, root)
         if args.dry_run:
             from headgen.dryrun import report
 
@@ -180,6 +181,7 @@ def _run(args: argparse.Namespace) -> int:
             with _live_viewer(args) as live:
                 root = pipeline.resume_run(args.resume, list(args.overrides), device=args.device,
                                            verbose=args.verbose, live_viewer=live)
+                _show_result(live, root)
         else:
             root = pipeline.export_run(args.export, device=args.device, verbose=args.verbose)
     print(f"Run directory: {root}")
@@ -200,6 +202,34 @@ def _live_viewer(args: argparse.Namespace) -> Iterator[Any]:
     finally:
         print(f"Live viewer closed after {live.sent} updates", file=sys.stderr)
         live.close()
+
+
+def _show_result(live: Any, root: Path, wait: Any = None) -> bool:
+    """After a watched run, in a terminal: the live viewer shows the finished head until Ctrl+C
+    (``wait(viewer)``); in scripts and CI (no terminal on stdin) the viewer closes with the run. Whether it
+    showed the result."""
+    if live is None or not sys.stdin.isatty():
+        return False
+    from headgen.viewer.app import RunViewer
+    from headgen.viewer.run_data import read_run
+
+    viewer = RunViewer(live.server, [read_run(root)])
+    print(f"Run finished ({root}): {live.url} now shows its result; Ctrl+C closes the viewer")
+    try:
+        (wait or _until_ctrl_c)(viewer)
+    finally:
+        viewer.close()
+    return True
+
+
+def _until_ctrl_c(viewer: Any) -> None:
+    import time
+
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
 
 
 def _view(args: argparse.Namespace) -> int:

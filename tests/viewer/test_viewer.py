@@ -129,6 +129,23 @@ def test_a_bench_folder_offers_its_finished_runs(run: Path, tmp_path: Path):
         server.stop()
 
 
+def test_a_watched_run_ends_showing_its_result_in_a_terminal(run: Path, monkeypatch: pytest.MonkeyPatch):
+    from headgen.cli import _show_result
+    from headgen.viewer.live import LiveViewer
+
+    live = LiveViewer(port=free_port(), log=lambda _: None)
+    shown = []
+    try:
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
+        assert _show_result(live, run, wait=shown.append) is False and not shown
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+        assert _show_result(live, run, wait=shown.append)
+        assert len(shown) == 1 and shown[0].server is live.server  # the run's head and GUI on the live server
+        assert shown[0].head is not None and len(shown[0].sliders) > 10
+    finally:
+        live.close()
+
+
 def _cli(*args: str) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
