@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from headgen.cache import files_fingerprint
 from headgen.config import build, parse
 from headgen.config.recipe import ModelSpec
+from headgen.digest import files_fingerprint
 from headgen.models.fingerprint import weights_fingerprint
 from headgen.models.random_init import save_random_clip, save_random_sd
 from headgen.models.zoo import load_component

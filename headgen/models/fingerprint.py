@@ -3,7 +3,7 @@
 A spec's path or Hub id alone does not: training more steps into a folder (``--resume``) or
 copying other weights over it keeps the path. So a cache key also carries:
 
-* for a ``local_dir``: :func:`headgen.cache.files_fingerprint` of the component folders (the name,
+* for a ``local_dir``: :func:`headgen.digest.files_fingerprint` of the component folders (the name,
   size, mtime and ctime of each file; cheap, see there);
 * for a Hub id: the commit the loaded files came from (``config._commit_hash`` of the loaded
   transformers model, else the name of the resolved snapshot folder in the local Hugging Face
@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from headgen.cache import files_fingerprint
 from headgen.config.recipe import ModelSpec
+from headgen.digest import files_fingerprint
 from headgen.models.zoo import _subfolder, local_path
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from headgen.cache import resolve_cache_dir
+from headgen.digest import tensors_sha256
 from headgen.errors import ConfigError, HeadgenError
 from headgen.rundir import atomic_write
 
@@ -156,17 +157,6 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def tokens_digest(tokens: dict[str, Tensor]) -> str:
-    """A hash of the learned tokens' names and exact values (a token file holds a few kB, so hashing
-    all of it is cheap; a retrained token with the same name gets a new key)."""
-    h = hashlib.sha256()
-    for name, value in sorted(tokens.items()):
-        v = value.detach().cpu().contiguous()
-        h.update(f"{name}|{v.dtype}|{tuple(v.shape)}|".encode())
-        h.update(v.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 class TextEmbedder:
     """CLIP text embeddings (last hidden state, as SD's UNet consumes them), cached."""
 
@@ -177,7 +167,7 @@ class TextEmbedder:
         if cfg.token_file:
             tokens = load_token_file(cfg.token_file)
             add_tokens(tokenizer, text_encoder, tokens)
-            token_key = "|tokens:" + tokens_digest(tokens)
+            token_key = "|tokens:" + tensors_sha256(tokens)[:16]  # exact values: a retrained token is new
         self.cache = EmbeddingCache(model_key + token_key, cfg.cache_dir)
 
     @torch.no_grad()

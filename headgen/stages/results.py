@@ -10,7 +10,6 @@ refused with one message instead of rebuilding a different head.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from headgen.config.typed import config_class, parse, to_plain
+from headgen.digest import tensors_sha256
 from headgen.errors import ResumeError, one_line
 from headgen.registry import lookup
 from headgen.rundir import Stamp, atomic_write, atomic_write_json
@@ -31,16 +31,6 @@ if TYPE_CHECKING:
 RESULT_TENSORS = "result.safetensors"
 RESULT_META = "result.json"
 HEADER_KEY = "headgen"
-
-
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """A digest of names, dtypes, shapes and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def save_result(stage_dir: Path, representation: Any, stamp: Stamp | None) -> None:
