@@ -104,7 +104,7 @@ def resume_run(
     (:mod:`headgen.config.resume`), and config.yaml records them."""
     run_dir = RunDir.open(path, "resume")
     with run_dir.lock("resume"):
-        cfg, plain, state = _open_run(run_dir, "resume")
+        cfg, plain, state = open_run(run_dir, "resume")
         order = state["order"]
         pending = [n for n in order if state["stages"][n]["status"] != DONE]
         if not pending:
@@ -150,7 +150,7 @@ def _override(
 
 def export_run(path: str | Path, *, device: str | None = None, verbose: bool = False, log: Any = print) -> Path:
     run_dir = RunDir.open(path, "export")
-    cfg, plain, state = _open_run(run_dir, "export")
+    cfg, plain, state = open_run(run_dir, "export")
     exports = [n for n, c in cfg.stages.items() if c.type == "export"]
     if not exports:
         raise ResumeError(f"--export {path}: the recipe has no export stage")
@@ -188,7 +188,7 @@ def animate_run(path: str | Path, performance: str | Path, *, timecode_fps: floa
     performance = Path(performance)
     take = read_live_link_csv(performance, timecode_fps)  # a bad take fails before anything is loaded
     run_dir = RunDir.open(path, "animate")
-    cfg, plain, state = _open_run(run_dir, "animate")
+    cfg, plain, state = open_run(run_dir, "animate")
     names = list(cfg.stages)
     exports = [n for n, c in cfg.stages.items() if c.type == "export"]
     before = [n for n in names if n not in exports]
@@ -215,7 +215,7 @@ def animate_run(path: str | Path, performance: str | Path, *, timecode_fps: floa
     return out
 
 
-def _open_run(run_dir: RunDir, purpose: str) -> tuple[RunConfig, dict[str, Any], dict[str, Any]]:
+def open_run(run_dir: RunDir, purpose: str) -> tuple[RunConfig, dict[str, Any], dict[str, Any]]:
     """(typed config, plain config, state) of a run directory, checked against each other."""
     plain = run_dir.read_config()
     try:

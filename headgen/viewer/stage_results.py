@@ -16,17 +16,15 @@ def stage_surface(root: Path, stage: str) -> Any:
     """The surface a finished stage saved (``stages/<stage>/result.*``), on the CPU."""
     import torch
 
-    from headgen.config.recipe import validate
     from headgen.context import RunContext
     from headgen.export.obj import export_surface
+    from headgen.pipeline import open_run
     from headgen.prior.choice import PriorChoice
     from headgen.rundir import RunDir
     from headgen.stages.results import load_result
 
     run_dir = RunDir.open(root, "view")
-    plain = run_dir.read_config()
-    cfg = validate(plain)
-    state = run_dir.read_state()
+    cfg, plain, state = open_run(run_dir, "view")  # checked as --export checks it
     summary = run_dir.read_summary()
     ctx = RunContext(cfg, plain, run_dir, torch.device("cpu"), run_id=state["run_id"])
     ctx.chosen_prior = PriorChoice(mode=str(summary.get("prior", cfg.prior)))
