@@ -44,6 +44,7 @@ from headgen.prior.clip import ClipModel
 from headgen.prior.clip_views import (
     DEFAULT_VIEWS,
     GeometryImager,
+    cat_images,
     light_directions,
     mean_embedding,
     selection_embedding,
@@ -345,7 +346,7 @@ class ClipSelect(ClipViewsSelector):
               imager: GeometryImager) -> Tensor:
         """[n, D] pool embeddings of candidates ``betas`` [n, K]."""
         dev = imager.device
-        images = torch.cat([imager.images(head.vertices(b.to(dev)), faces) for b in betas])
+        images = cat_images([imager.images(head.vertices(b.to(dev)), faces) for b in betas])
         return mean_embedding(clip, images, imager.num_images)
 
 

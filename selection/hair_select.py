@@ -41,7 +41,7 @@ from headgen.errors import ConfigError
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.hair import NONE, PRESET_COLOURS, HairFit, HairLibrary, colour_rgb, resolve_library
 from headgen.prior.clip import ClipModel, TextSubject
-from headgen.prior.clip_views import GeometryImager, mean_embedding
+from headgen.prior.clip_views import GeometryImager, cat_images, mean_embedding
 from headgen.prior.load import get_clip
 from headgen.registry import register
 from headgen.rundir import atomic_write_json
@@ -267,7 +267,7 @@ class ClipHair(ClipViewsSelector):
         embs, all_images = [], []
         for start in range(0, len(candidates), c.batch_size):
             batch = candidates[start: start + c.batch_size]
-            images = torch.cat([imager.images(v, f, h) for v, f, h in batch])
+            images = cat_images([imager.images(v, f, h) for v, f, h in batch])
             embs.append(mean_embedding(clip, images, per))
             all_images.append(images)
             if bar is not None:

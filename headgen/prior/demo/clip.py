@@ -66,8 +66,11 @@ class DemoClip:
     def image_embeddings(self, images: Tensor) -> Tensor:
         if images.dim() != 4 or images.shape[-1] != 3:
             raise ValueError(f"CLIP images must be [B, H, W, 3] in [0, 1], got {tuple(images.shape)}")
-        x = images.to(self.device, torch.float32).permute(0, 3, 1, 2)
+        x = images.to(self.device, torch.float32)
+        grey = x.stride(-1) == 0  # channels expanded from one (GeometryImager): pool one, 5x faster
+        x = (x[..., :1] if grey else x).permute(0, 3, 1, 2)
         small = F.interpolate(x, size=(GRID, GRID), mode="area") if x.shape[-2:] != (GRID, GRID) else x
+        small = small.expand(-1, 3, -1, -1) if grey else small
         flat = small.flatten(1)
         flat = flat - flat.mean(1, keepdim=True)
         return F.normalize(flat @ self.proj, dim=-1)
