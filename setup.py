@@ -34,6 +34,7 @@ setup(
         "omegaconf>=2.3,<3",
         "PyYAML>=6,<7",
         "tqdm>=4.66,<5",
+        "filelock>=3.12,<4",  # one build of a shared cache entry when processes race (dry-run models)
         "trimesh>=4,<6",
         "pygltflib>=1.16,<2",
         "xatlas>=0.0.9,<0.1",

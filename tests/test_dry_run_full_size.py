@@ -19,7 +19,8 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
-from runhelpers import launch_demo
+from runhelpers import HEADSCULPT_RECIPE, HEADSCULPT_REDUCED
+from shared import shared_demo_run
 
 from headgen.cli import main
 
@@ -64,10 +65,9 @@ def test_sd15_clip_and_the_texture_ldm(tmp_path):
     assert "dry_run: true" in config and "texture_path: true" in config  # the 5-channel texture UNet ran
 
 
-def test_sd15_with_the_face_and_ip2p_controlnets(tmp_path):
-    import test_headsculpt
-
-    source = launch_demo(test_headsculpt.RECIPE, tmp_path / "source", *test_headsculpt.REDUCED)
+def test_sd15_with_the_face_and_ip2p_controlnets(tmp_path, tmp_path_factory):
+    # The reduced HeadSculpt run tests/test_headsculpt.py reads too: run once per session.
+    source = shared_demo_run(tmp_path_factory, HEADSCULPT_RECIPE, *HEADSCULPT_REDUCED)
     run, log = dry_run("methods/headsculpt-edit.yaml", tmp_path / "edit", f"source={source}", OBJ_ONLY)
     check(run, log, {"controlnet_face": "controlnet-sd15-in-diffusion_sd15", "controlnet_ip2p": "controlnet-sd15",
                      "sd15": "sd15"}, ["edit"])

@@ -17,7 +17,8 @@ import pygltflib
 import pytest
 import torch
 import trimesh
-from runhelpers import launch_demo, run_metrics
+from runhelpers import HEADSCULPT_PREVIEW, HEADSCULPT_RECIPE, HEADSCULPT_REDUCED, launch_demo, run_metrics
+from shared import shared_demo_run
 
 from headgen.heads import load_builtin_head
 from headgen.prior.demo.metrics import eval_cameras, psnr
@@ -25,30 +26,9 @@ from headgen.prior.demo.world import DemoWorld, camera_lights
 from headgen.render.mesh_renderer import MeshRenderer
 from headgen.stages.results import load_result
 
-RECIPE = "methods/headsculpt.yaml"
 EDIT_RECIPE = "methods/headsculpt-edit.yaml"
 EDIT_PROMPT = "make him older"
-PREVIEW = ["stages.export.exporters.2.resolution=96", "stages.export.exporters.2.turntable_frames=3",
-           "stages.export.exporters.2.turntable_resolution=64"]
-
-# Small hash grids, 32 px volume renders with 32 samples guided at 128 px (16x16 latents), grid 32.
-REDUCED = [
-    *(f"stages.coarse.representation.{field}_encoding.{k}={v}" for field in ("density", "color")
-      for k, v in (("levels", 8), ("log2_hashmap_size", 14), ("max_resolution", 256))),
-    "stages.coarse.representation.prior_resolution=48", "stages.coarse.representation.export_resolution=48",
-    "stages.coarse.representation.export_texture_size=256",
-    "stages.coarse.steps=30", "stages.coarse.renderer.resolution=32", "stages.coarse.renderer.num_samples=32",
-    "stages.coarse.guidance.resolution=128",
-    "stages.convert.converter.dmtet.resolution=32",
-    "stages.convert.converter.dmtet.color_encoding.levels=12",
-    "stages.convert.converter.dmtet.color_encoding.log2_hashmap_size=14",
-    "stages.convert.converter.dmtet.color_encoding.max_resolution=512",
-    "stages.convert.converter.dmtet.export_texture_size=256",
-    "stages.convert.converter.distill_steps=60", "stages.convert.converter.distill_points=4096",
-    "stages.fine.steps=50", "stages.fine.renderer.resolution=64",
-    "stages.fine.guidance.resolution=128",
-    *PREVIEW,
-]
+PREVIEW = HEADSCULPT_PREVIEW
 EDIT_REDUCED = ["stages.edit.steps=25", "stages.edit.renderer.resolution=64",
                 "stages.edit.guidance.resolution=128", *PREVIEW]
 
@@ -60,7 +40,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return launch_demo(RECIPE, tmp_path_factory.mktemp("headsculpt"), *REDUCED)
+    # Run once per session: the full-size edit dry run (tests/full_size) edits the same run.
+    return shared_demo_run(tmp_path_factory, HEADSCULPT_RECIPE, *HEADSCULPT_REDUCED)
 
 
 @pytest.fixture(scope="module")

@@ -175,6 +175,17 @@ def ensure_full_size(name: str, spec: ModelSpec, log: Callable[[str], None] = pr
     folder = root / f"{arch}{layout}-{_version(arch)}"
     if (folder / MARKER).is_file():
         return folder
+    from filelock import FileLock
+
+    root.mkdir(parents=True, exist_ok=True)
+    # Two processes on one cache (two dry runs, test workers) build it once: the second waits.
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / MARKER).is_file():
+            _build(name, spec, arch, folder, log)
+    return folder
+
+
+def _build(name: str, spec: ModelSpec, arch: str, folder: Path, log: Callable[[str], None]) -> None:
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     target = partial / spec.subfolder if spec.subfolder else partial
@@ -194,4 +205,3 @@ def ensure_full_size(name: str, spec: ModelSpec, log: Callable[[str], None] = pr
     )
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
-    return folder

@@ -28,6 +28,32 @@ DREAMFACE_TINY = [
 texture stage, 32-64 px selectors and renders, an OBJ export only."""
 
 
+HEADSCULPT_RECIPE = "methods/headsculpt.yaml"
+HEADSCULPT_PREVIEW = ["stages.export.exporters.2.resolution=96", "stages.export.exporters.2.turntable_frames=3",
+                      "stages.export.exporters.2.turntable_resolution=64"]
+
+# Small hash grids, 32 px volume renders with 32 samples guided at 128 px (16x16 latents), grid 32.
+HEADSCULPT_REDUCED = [
+    *(f"stages.coarse.representation.{field}_encoding.{k}={v}" for field in ("density", "color")
+      for k, v in (("levels", 8), ("log2_hashmap_size", 14), ("max_resolution", 256))),
+    "stages.coarse.representation.prior_resolution=48", "stages.coarse.representation.export_resolution=48",
+    "stages.coarse.representation.export_texture_size=256",
+    "stages.coarse.steps=30", "stages.coarse.renderer.resolution=32", "stages.coarse.renderer.num_samples=32",
+    "stages.coarse.guidance.resolution=128",
+    "stages.convert.converter.dmtet.resolution=32",
+    "stages.convert.converter.dmtet.color_encoding.levels=12",
+    "stages.convert.converter.dmtet.color_encoding.log2_hashmap_size=14",
+    "stages.convert.converter.dmtet.color_encoding.max_resolution=512",
+    "stages.convert.converter.dmtet.export_texture_size=256",
+    "stages.convert.converter.distill_steps=60", "stages.convert.converter.distill_points=4096",
+    "stages.fine.steps=50", "stages.fine.renderer.resolution=64",
+    "stages.fine.guidance.resolution=128",
+    *HEADSCULPT_PREVIEW,
+]
+"""methods/headsculpt.yaml reduced for tests (tests/test_headsculpt.py, the full-size edit dry run):
+its hyper-parameters unchanged apart from sizes and step counts."""
+
+
 def launch_demo(recipe: str, out: Path, *overrides: str) -> Path:
     """``launch.py --config recipe --output-dir out prior=demo overrides...``; the run directory.
     Fails the test with the end of the output when the run does not exit 0."""
