@@ -99,6 +99,8 @@ class NeRF(Representation):
         """Tetrahedral grid resolution of export_mesh."""
         export_texture_size: int = 1024
         """Side of the colour map baked by export_mesh."""
+        export_unwrap: Literal["normal-charts", "xatlas"] = "normal-charts"
+        """How export_mesh cuts UV charts (headgen.geometry.unwrap): by facing direction, or xatlas's (slower)."""
 
     def __init__(self, cfg: Config, ctx: RunContext | None = None) -> None:
         super().__init__(cfg, ctx)
@@ -250,7 +252,7 @@ class NeRF(Representation):
     def export_mesh(
         self, texture_size: int | None = None, resolution: int | None = None, threshold: float | None = None
     ) -> tuple[Mesh, Tensor]:
-        """(mesh with xatlas UVs, baked colour texture [h,w,3]) of the ``mesh_threshold`` surface."""
+        """(mesh with UVs, baked colour texture [h,w,3]) of the ``mesh_threshold`` surface."""
         texture_size = texture_size or self.cfg.export_texture_size
         resolution = resolution or self.cfg.export_resolution
         if self.cfg.color_channels != 3:
@@ -258,7 +260,8 @@ class NeRF(Representation):
                 "nerf: export_mesh bakes an RGB texture; this field has "
                 f"{self.cfg.color_channels} colour channels"
             )
-        return textured_mesh(self.extract_mesh(resolution, threshold), self.color, texture_size)
+        return textured_mesh(self.extract_mesh(resolution, threshold), self.color, texture_size,
+                             method=self.cfg.export_unwrap)
 
     def export_surface(self) -> SurfaceGeometry:
         """What the exporters write: the density surface, UV-mapped, with its baked colour map."""

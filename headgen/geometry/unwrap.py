@@ -22,34 +22,77 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from headgen.errors import HeadgenError
+from headgen.geometry.charts import normal_charts
 from headgen.geometry.mesh import Mesh
 
+UNWRAP_METHODS = ("normal-charts", "xatlas")
 
-def unwrap(mesh: Mesh, texture_size: int = 1024, padding: int = 2) -> Mesh:
-    """The same surface with xatlas UVs (``v_tex`` [T,2], ``t_tex_idx`` [F,3]); faces keep their order.
 
-    ``texture_size`` and ``padding`` (texels between charts) guide the packing. Cost: xatlas charts a
-    connected mesh on one thread, about 3.5k faces a second on this project's 2-core CPU (a 201k-face
-    random-weight DMTet surface: 56 s; the ICT head subdivided twice, 449k faces: 130 s). Its chart
-    options trade little of that (max_cost 4: 117 s; splitting the mesh in 2 or 4 parts: 41-50 s
-    for 201k faces), so the defaults stay.
+def unwrap(mesh: Mesh, texture_size: int = 1024, padding: int = 2, method: str = "normal-charts") -> Mesh:
+    """The same surface with UVs (``v_tex`` [T,2], ``t_tex_idx`` [F,3]); faces keep their order.
+
+    ``method``:
+
+    * ``normal-charts`` (default): charts by the direction faces face, projected flat
+      (:mod:`headgen.geometry.charts`), folded charts cut until they lie flat, packed by xatlas.
+      HeadArtist's grid-128 DMTet of the ICT head (271k faces): 5.1 s, 59% of a 1024 px atlas
+      covered, a baked pattern read back at 39.4 dB (``benchmarks/bench_unwrap.py``).
+    * ``xatlas``: xatlas charts the whole mesh, at about 2.5-3.5k faces a second on a 2-core CPU
+      (the same head: 113 s, 38% covered, 35.5 dB; a 201k-face dry-run surface: 56-66 s); its chart
+      options trade little of that (max_cost 4: 117 s; splitting the mesh in 2 or 4 parts: 41-50 s
+      for 201k faces).
+
+    ``texture_size`` and ``padding`` (texels between charts) guide the packing.
     """
-    import xatlas
-
     if mesh.num_faces == 0:
         raise HeadgenError("unwrap: the mesh has no faces")
+    if method not in UNWRAP_METHODS:
+        raise HeadgenError(f"unwrap: unknown method '{method}'; use one of {', '.join(UNWRAP_METHODS)}")
     pos = mesh.v_pos.detach().cpu().float().numpy()
     tri = mesh.t_pos_idx.detach().cpu().numpy().astype(np.uint32)
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(pos, tri)
+    if method == "xatlas":
+        atlas = _xatlas()
+        atlas.add_mesh(pos, tri)
+        return _with_atlas_uvs(mesh, atlas, _pack_options(texture_size, padding), mesh.t_pos_idx)
+    uv_vertices, uv_faces = _normal_chart_layout(mesh)
+    corner_pos = torch.zeros(len(uv_vertices), 3)
+    corner_pos[uv_faces.reshape(-1)] = mesh.v_pos.detach().cpu().float()[mesh.t_pos_idx.cpu().long().reshape(-1)]
+    atlas = _xatlas()
+    # xatlas packs the given charts (use_input_mesh_uvs); as a bare UV mesh (add_uv_mesh) it merged
+    # neighbouring charts into overlapping ones. Unrotated charts pack tighter here (atlas 1144 vs
+    # 1173 texels wide for a 1024 request, the 201k-face head).
+    atlas.add_mesh(corner_pos.numpy(), uv_faces.numpy().astype(np.uint32), None, uv_vertices.float().numpy())
+    pack = _pack_options(texture_size, padding)
+    pack.rotate_charts = False
+    return _with_atlas_uvs(mesh, atlas, pack, uv_faces, use_input_uvs=True)
+
+
+def _xatlas():
+    import xatlas
+
+    return xatlas.Atlas()
+
+
+def _pack_options(texture_size: int, padding: int):
+    import xatlas
+
     pack = xatlas.PackOptions()
     pack.resolution = int(texture_size)
     pack.padding = int(padding)
     pack.bilinear = True
-    atlas.generate(xatlas.ChartOptions(), pack)
+    return pack
+
+
+def _with_atlas_uvs(mesh: Mesh, atlas, pack, expect: Tensor, use_input_uvs: bool = False) -> Mesh:
+    """``mesh`` with the packed UVs of the atlas's only mesh, whose faces must be ``expect``'s, in order."""
+    import xatlas
+
+    charts = xatlas.ChartOptions()
+    charts.use_input_mesh_uvs = use_input_uvs
+    atlas.generate(charts, pack)
     vmapping, indices, uvs = atlas[0]
-    t_pos = torch.as_tensor(vmapping.astype(np.int64))[torch.as_tensor(indices.astype(np.int64))]
-    if not torch.equal(t_pos, mesh.t_pos_idx.detach().cpu().long()):
+    mapped = torch.as_tensor(vmapping.astype(np.int64))[torch.as_tensor(indices.astype(np.int64))]
+    if not torch.equal(mapped, expect.detach().cpu().long()):
         raise HeadgenError("unwrap: xatlas reordered the faces; this xatlas version is not supported")
     dev = mesh.v_pos.device
     return Mesh(
@@ -58,6 +101,43 @@ def unwrap(mesh: Mesh, texture_size: int = 1024, padding: int = 2) -> Mesh:
         v_tex=torch.as_tensor(uvs, dtype=torch.float32, device=dev),
         t_tex_idx=torch.as_tensor(indices.astype(np.int64), device=dev),
     )
+
+
+def _normal_chart_layout(mesh: Mesh, max_splits: int = 16) -> tuple[Tensor, Tensor]:
+    """(UV vertices [T,2] in scene units, UV faces [F,3]): normal charts, each with vertices of its own.
+
+    A chart that folds over itself is cut in two across its longest side, as often as it takes
+    (``max_splits`` rounds): that separates the layers of a fold (an ear before the scalp, a spiral
+    ramp) where flattening it whole cannot; xatlas's own charting does not (its LSCM chart of a
+    1.5-turn spiral ramp covers itself)."""
+    from headgen.geometry.charts import overlapping_charts
+
+    faces = mesh.t_pos_idx.detach().cpu().long()
+    chart, uv = normal_charts(mesh.v_pos, faces)
+    centre = mesh.v_pos.detach().cpu().double()[faces].mean(1)
+    for _ in range(max_splits):
+        folded = overlapping_charts(uv, chart, faces).nonzero().flatten()
+        if len(folded) == 0:
+            break
+        fresh = int(chart.max()) + 1
+        for c in folded.tolist():
+            members = (chart == c).nonzero().flatten()
+            pts = centre[members]
+            axis = int((pts.amax(0) - pts.amin(0)).argmax())
+            upper = pts[:, axis] > pts[:, axis].median()
+            chart[members[upper]] = fresh
+            fresh += 1
+    # A UV vertex per (chart, mesh vertex): charts share no UV vertex, so xatlas packs each alone.
+    key = chart[:, None] * mesh.num_vertices + faces
+    unique, uv_faces = torch.unique(key.reshape(-1), return_inverse=True)
+    uv_faces = uv_faces.view(-1, 3)
+    # Charts side by side: xatlas joins faces whose corners meet in UV and in 3D, which the two
+    # halves of a cut chart would (same plane, shared edge).
+    span = float((uv.amax((0, 1)) - uv.amin((0, 1))).max()) + 1.0
+    uv = uv + torch.stack([chart.double() * span, torch.zeros(len(chart), dtype=torch.float64)], -1)[:, None]
+    uv_vertices = torch.zeros(len(unique), 2, dtype=torch.float64)
+    uv_vertices[uv_faces.reshape(-1)] = uv.reshape(-1, 2)
+    return uv_vertices, uv_faces
 
 
 def _rasterize_uv(mesh: Mesh, size: int, attr: Tensor) -> tuple[Tensor, Tensor]:
@@ -145,13 +225,15 @@ def _finish(values: Tensor, mask: Tensor, padding: int, background: float) -> Te
 
 
 def textured_mesh(
-    mesh: Mesh, color: Callable[[Tensor], Tensor], texture_size: int = 1024, padding: int = 4
+    mesh: Mesh, color: Callable[[Tensor], Tensor], texture_size: int = 1024, padding: int = 4,
+    method: str = "normal-charts",
 ) -> tuple[Mesh, Tensor]:
-    """Unwrap ``mesh`` and bake the colour field into an albedo map: (mesh with UVs, [h,w,3] in [0,1])."""
-    uv_mesh = unwrap(mesh.to("cpu") if mesh.v_pos.device.type != "cpu" else mesh, texture_size)
+    """Unwrap ``mesh`` (:func:`unwrap`'s ``method``) and bake the colour field into an albedo map:
+    (mesh with UVs, [h,w,3] in [0,1])."""
+    uv_mesh = unwrap(mesh.to("cpu") if mesh.v_pos.device.type != "cpu" else mesh, texture_size, method=method)
     uv_mesh = uv_mesh.to(mesh.v_pos.device)
     tex = bake_field(uv_mesh, color, texture_size, padding).clamp(0.0, 1.0)
     return uv_mesh, tex
 
 
-__all__ = ["bake_field", "bake_vertex_attribute", "dilate", "textured_mesh", "unwrap"]
+__all__ = ["UNWRAP_METHODS", "bake_field", "bake_vertex_attribute", "dilate", "textured_mesh", "unwrap"]

@@ -148,9 +148,10 @@ def test_regularisers():
         dm.regularizer("laplace", 0)
 
 
-def test_unwrap_and_bake_reproduce_a_field():
+@pytest.mark.parametrize("method", ["normal-charts", "xatlas"])
+def test_unwrap_and_bake_reproduce_a_field(method):
     dm = sphere_dmtet(resolution=16)
-    mesh = unwrap(Mesh(dm.extract_mesh().v_pos.detach(), dm.extract_mesh().t_pos_idx))
+    mesh = unwrap(Mesh(dm.extract_mesh().v_pos.detach(), dm.extract_mesh().t_pos_idx), method=method)
     assert mesh.v_tex is not None and mesh.t_tex_idx.shape == mesh.t_pos_idx.shape
     assert mesh.v_tex.min() >= 0 and mesh.v_tex.max() <= 1
 
