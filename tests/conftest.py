@@ -30,15 +30,17 @@ def _private_cache_dir(tmp_path_factory):
 
 
 FIRST = (
-    "test_dry_run_full_size.py", "test_headsculpt.py", "test_dreamface.py", "test_bench.py",
-    "test_dreamface_resume.py", "test_iesd_edit.py", "test_headartist.py", "test_dreamface_texture_edit.py",
-    "test_demo_convergence.py", "test_viewer.py", "test_prior_mode.py", "test_headartist_edit.py",
+    "test_dry_run_full_size.py", "test_headsculpt.py", "test_bench.py", "test_dreamface.py",
+    "test_dreamface_resume.py", "test_iesd_edit.py", "test_demo_convergence.py", "test_headartist.py",
+    "test_viewer.py", "test_prior_mode.py", "test_dreamface_texture_edit.py", "test_lifecycle_hooks.py",
+    "test_headartist_edit.py",
 )
-"""Test files that start first, longest first (about 560, 170, 85, 70, 65, 55, 50, 50, 45, 40, 30 and
-25 s of one worker, measured with ``--durations``). Under the README's ``-n 2 --dist loadfile
+"""Test files that start first, longest first (about 420, 175, 85, 75, 50, 50, 45, 35, 30, 20, 20, 20
+and 20 s of one worker, measured with ``--durations``). Under the README's ``-n 2 --dist loadfile
 --no-loadscope-reorder`` a worker takes the next file when it is free, so longest-first leaves short
 files for the end and the two workers finish close together. The full-size dry runs stay in one file:
-two at once would need more than 24 GB."""
+two at once would need more than 24 GB. The texture-edit file edits test_dreamface.py's shared run,
+so it starts after that file."""
 
 
 def pytest_collection_modifyitems(config, items):
