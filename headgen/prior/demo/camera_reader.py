@@ -20,6 +20,7 @@ the demo target.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -147,11 +148,26 @@ class LandmarkCameraReader(CameraReader):
         super().__init__()
         self.points = points.detach().float().cpu()
 
+    def templates(self) -> Tensor:
+        """As :meth:`CameraReader.templates`, remembered per head in this process (25 MB each, about
+        1.2 s to draw): one process often makes many runs on one head (tests, the bench, the viewer)."""
+        if self._templates is None:
+            key = hashlib.sha256(self.points.numpy().tobytes()).hexdigest() + f":{self.step}"
+            if key not in _LANDMARK_TEMPLATES:
+                while len(_LANDMARK_TEMPLATES) >= 4:
+                    _LANDMARK_TEMPLATES.pop(next(iter(_LANDMARK_TEMPLATES)))
+                _LANDMARK_TEMPLATES[key] = super().templates()
+            self._templates = _LANDMARK_TEMPLATES[key]
+        return self._templates
+
     def _draw(self, cams: Cameras) -> Tensor:
         return drawn(render_landmark_map(self.points, cams, back_view="oval"))
 
     def _image(self, images: Tensor) -> Tensor:
         return drawn(images)
+
+
+_LANDMARK_TEMPLATES: dict[str, Tensor] = {}
 
 
 class RenderCameraReader(CameraReader):
