@@ -1,8 +1,9 @@
 """UV unwrapping of any triangle mesh and baking fields into UV textures.
 
 :func:`unwrap` cuts the mesh into charts (by facing direction, :mod:`headgen.geometry.charts`, or
-xatlas's) and packs them into ``[0, 1]^2`` with ``xatlas``; the result is a :class:`~headgen.geometry.mesh.Mesh` whose UVs are indexed separately
-(``t_tex_idx``), so positions stay shared (the mesh stays watertight) while UVs split at seams.
+xatlas's) and packs them into ``[0, 1]^2`` with ``xatlas``; the result is a
+:class:`~headgen.geometry.mesh.Mesh` whose UVs are indexed separately (``t_tex_idx``), so positions
+stay shared (the mesh stays watertight) while UVs split at seams.
 
 :func:`bake_field` / :func:`bake_vertex_attribute` fill a texture by rasterising the UV layout:
 every UV vertex is drawn at clip position ``(2u - 1, 2v - 1, 0, 1)``, so texel row 0 (the top of
