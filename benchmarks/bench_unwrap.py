@@ -50,7 +50,7 @@ def islands(t_tex_idx: torch.Tensor) -> int:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    a, b = face_adjacency(t_tex_idx.long(), int(t_tex_idx.max()) + 1)
+    a, b = face_adjacency(t_tex_idx.long())
     n = len(t_tex_idx)
     return int(connected_components(coo_matrix((torch.ones(len(a)).numpy(), (a.numpy(), b.numpy())),
                                                shape=(n, n)), directed=False)[0])

@@ -10,7 +10,7 @@ form a chart, and the chart is projected along its direction: at most 27.6 degre
 smoothed normal and its direction, so projected lengths shrink by at most 12% (cos 27.6 = 0.886).
 A projection is one-to-one on each face that faces its direction, but a chart can still fold over
 itself (an ear in front of the scalp): :func:`overlapping_charts` finds those by rasterising the
-charts twice with opposite depth orders, and the caller charts them with xatlas instead.
+charts twice with opposite depth orders, and the caller cuts them until they lie flat.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ def plane_basis(d: Tensor) -> tuple[Tensor, Tensor]:
     return e1, torch.linalg.cross(d, e1)
 
 
-def face_adjacency(faces: Tensor, num_vertices: int) -> tuple[Tensor, Tensor]:
-    """(a, b): the pairs of faces that share an edge."""
-    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    key = torch.minimum(edges[:, 0], edges[:, 1]) * num_vertices + torch.maximum(edges[:, 0], edges[:, 1])
-    face = torch.arange(len(faces)).repeat(3)
-    order = key.argsort()
-    key, face = key[order], face[order]
-    same = key[1:] == key[:-1]
+def face_adjacency(faces: Tensor) -> tuple[Tensor, Tensor]:
+    """(a, b): the pairs of faces that share an edge (by :func:`~headgen.geometry.marching_tets.mesh_edges`)."""
+    from headgen.geometry.marching_tets import mesh_edges
+
+    _, face_edges = mesh_edges(faces)
+    edge, order = face_edges.reshape(-1).sort(stable=True)
+    face = order // 3
+    same = edge[1:] == edge[:-1]
     return face[:-1][same], face[1:][same]
 
 
@@ -74,7 +74,7 @@ def normal_charts(v_pos: Tensor, faces: Tensor, smoothing: int = 3) -> tuple[Ten
     turned = (own * dirs[label]).sum(1) < 0.1
     label[turned] = (own[turned] @ dirs.T).argmax(1)
 
-    a, b = face_adjacency(f, len(v))
+    a, b = face_adjacency(f)
     keep = label[a] == label[b]
     graph = coo_matrix((np.ones(int(keep.sum())), (a[keep].numpy(), b[keep].numpy())), shape=(len(f), len(f)))
     _, chart = connected_components(graph, directed=False)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from headgen.errors import HeadgenError
-from headgen.geometry.charts import normal_charts
+from headgen.geometry.charts import normal_charts, overlapping_charts
 from headgen.geometry.mesh import Mesh
 
 UNWRAP_METHODS = ("normal-charts", "xatlas")
@@ -49,11 +49,10 @@ def unwrap(mesh: Mesh, texture_size: int = 1024, padding: int = 2, method: str =
         raise HeadgenError("unwrap: the mesh has no faces")
     if method not in UNWRAP_METHODS:
         raise HeadgenError(f"unwrap: unknown method '{method}'; use one of {', '.join(UNWRAP_METHODS)}")
-    pos = mesh.v_pos.detach().cpu().float().numpy()
-    tri = mesh.t_pos_idx.detach().cpu().numpy().astype(np.uint32)
     if method == "xatlas":
         atlas = _xatlas()
-        atlas.add_mesh(pos, tri)
+        tri = mesh.t_pos_idx.detach().cpu().numpy().astype(np.uint32)
+        atlas.add_mesh(mesh.v_pos.detach().cpu().float().numpy(), tri)
         return _with_atlas_uvs(mesh, atlas, _pack_options(texture_size, padding), mesh.t_pos_idx)
     uv_vertices, uv_faces = _normal_chart_layout(mesh)
     corner_pos = torch.zeros(len(uv_vertices), 3)
@@ -111,8 +110,6 @@ def _normal_chart_layout(mesh: Mesh, max_splits: int = 16) -> tuple[Tensor, Tens
     (``max_splits`` rounds): that separates the layers of a fold (an ear before the scalp, a spiral
     ramp) where flattening it whole cannot; xatlas's own charting does not (its LSCM chart of a
     1.5-turn spiral ramp covers itself)."""
-    from headgen.geometry.charts import overlapping_charts
-
     faces = mesh.t_pos_idx.detach().cpu().long()
     chart, uv = normal_charts(mesh.v_pos, faces)
     centre = mesh.v_pos.detach().cpu().double()[faces].mean(1)
