@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from headgen.cameras import Cameras, fov_to_focal
+from headgen.prior.demo.views import CellCache
 from headgen.render.landmarks import render_landmark_map
 
 SIZE = 64
@@ -152,12 +153,12 @@ class LandmarkCameraReader(CameraReader):
         """As :meth:`CameraReader.templates`, remembered per head in this process (25 MB each, about
         1.2 s to draw): one process often makes many runs on one head (tests, the bench, the viewer)."""
         if self._templates is None:
-            key = hashlib.sha256(self.points.numpy().tobytes()).hexdigest() + f":{self.step}"
-            if key not in _LANDMARK_TEMPLATES:
-                while len(_LANDMARK_TEMPLATES) >= 4:
-                    _LANDMARK_TEMPLATES.pop(next(iter(_LANDMARK_TEMPLATES)))
-                _LANDMARK_TEMPLATES[key] = super().templates()
-            self._templates = _LANDMARK_TEMPLATES[key]
+            key = (hashlib.sha256(self.points.numpy().tobytes()).hexdigest(), self.step)
+            cached = _LANDMARK_TEMPLATES.lookup(key)
+            if cached is None:
+                cached = super().templates()
+                _LANDMARK_TEMPLATES.put(key, cached)
+            self._templates = cached
         return self._templates
 
     def _draw(self, cams: Cameras) -> Tensor:
@@ -167,7 +168,7 @@ class LandmarkCameraReader(CameraReader):
         return drawn(images)
 
 
-_LANDMARK_TEMPLATES: dict[str, Tensor] = {}
+_LANDMARK_TEMPLATES = CellCache(budget_mb=100.0)  # 25 MB a head
 
 
 class RenderCameraReader(CameraReader):

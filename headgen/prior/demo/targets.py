@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import Tensor
 
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.hair.colours import PRESET_COLOURS
+from headgen.prior.demo.views import CellCache
 
 SKIN_TONES = [(0.93, 0.78, 0.68), (0.86, 0.67, 0.55), (0.76, 0.57, 0.44), (0.60, 0.42, 0.31), (0.42, 0.29, 0.21)]
 HAIR_COLOURS = PRESET_COLOURS
@@ -249,8 +249,7 @@ def _outer_loop(edges: list[tuple[int, int]], lm: Tensor) -> list[int]:
     return max(loops, key=extent)
 
 
-_PAINTED: OrderedDict[tuple[str, str], Tensor] = OrderedDict()
-_PAINTED_MAX = 48  # albedos of 3 MB at the default 512 px: the bank (17) and a few runs' own targets
+_PAINTED = CellCache(budget_mb=160.0)  # 3 MB albedos at 512 px: the bank (17) and a few runs' own targets
 
 
 def painted_albedo(spec: TargetSpec, maps: TexelMaps) -> Tensor:
@@ -258,12 +257,11 @@ def painted_albedo(spec: TargetSpec, maps: TexelMaps) -> Tensor:
     of targets (about 2.5 s for the 18 of a run), and one process often makes many runs (tests, the
     bench's local launcher, the viewer)."""
     key = (maps.digest(), repr(spec))
-    if key not in _PAINTED:
-        _PAINTED[key] = paint_albedo(spec, maps)
-        while len(_PAINTED) > _PAINTED_MAX:
-            _PAINTED.popitem(last=False)
-    _PAINTED.move_to_end(key)
-    return _PAINTED[key].clone()
+    albedo = _PAINTED.lookup(key)
+    if albedo is None:
+        albedo = paint_albedo(spec, maps)
+        _PAINTED.put(key, albedo)
+    return albedo.clone()
 
 
 def paint_albedo(spec: TargetSpec, maps: TexelMaps) -> Tensor:

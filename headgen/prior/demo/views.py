@@ -106,7 +106,8 @@ def cell_cameras(cells: list[Cell], target: Tensor, size: int) -> Cameras:
 
 @dataclass
 class CellCache:
-    """LRU cache of cell latents [M, D] keyed by (target, image key, latent size, look-at, cell)."""
+    """LRU cache of tensors within a memory budget: a world's cell latents [M, D] keyed by (target, image
+    key, latent size, look-at, cell), and the process-wide painted targets and landmark templates."""
 
     budget_mb: float = 1024.0
     store: OrderedDict = field(default_factory=OrderedDict)
