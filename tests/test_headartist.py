@@ -26,7 +26,8 @@ RECIPE = "methods/headartist.yaml"
 # too), a small colour hash grid, tens of steps. The texture stage's colour lr is lowered for the
 # short run (SSD's pull does not vanish at the target under the exact demo prior: it overshoots
 # after a peak, see test_texture_stages_raise_psnr). The refine stage renders at 128 px and samples
-# at 256 (32x32 latents): the demo autoencoder's decoded samples are 8x8-block averages.
+# at 256 (32x32 latents): chosen when the demo autoencoder decoded 8x8-block averages, and kept
+# under the smooth one (issue 16), so the README's reduced-run figures stay comparable.
 REDUCED = [
     "stages.init.representation.resolution=32",
     "stages.init.representation.color_encoding.levels=8",
