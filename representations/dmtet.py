@@ -48,7 +48,7 @@ from headgen.geometry.marching_tets import TET_EDGES, marching_tets, mesh_edges
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.geometry.sdf import MeshSDF, cap_holes
 from headgen.geometry.tets import TetGrid, tet_grid
-from headgen.geometry.unwrap import textured_mesh
+from headgen.geometry.unwrap import UnwrapMethod, textured_mesh
 from headgen.registry import register
 from representations.base import Representation
 
@@ -179,7 +179,7 @@ class DMTet(Representation):
         """Which parameters train: all; colour only; offsets (+ colour) with the SDF fixed."""
         export_texture_size: int = 1024
         """Side of the albedo map baked by export_surface (the OBJ / preview exporters)."""
-        export_unwrap: Literal["normal-charts", "xatlas"] = "normal-charts"
+        export_unwrap: UnwrapMethod = "normal-charts"
         """How export cuts UV charts (headgen.geometry.unwrap): ``normal-charts`` (by facing direction,
         projected; HeadArtist's 271k-face head in 5 s) or ``xatlas`` (113 s for the same head)."""
         match_previous: bool = False

@@ -43,7 +43,7 @@ from headgen.geometry.marching_tets import marching_tets
 from headgen.geometry.mesh import Mesh, SurfaceGeometry
 from headgen.geometry.sdf import SDFGrid
 from headgen.geometry.tets import tet_grid
-from headgen.geometry.unwrap import textured_mesh
+from headgen.geometry.unwrap import UnwrapMethod, textured_mesh
 from headgen.registry import register
 from representations.base import Representation
 from representations.dmtet import _head_of, head_mesh_arrays
@@ -99,7 +99,7 @@ class NeRF(Representation):
         """Tetrahedral grid resolution of export_mesh."""
         export_texture_size: int = 1024
         """Side of the colour map baked by export_mesh."""
-        export_unwrap: Literal["normal-charts", "xatlas"] = "normal-charts"
+        export_unwrap: UnwrapMethod = "normal-charts"
         """How export_mesh cuts UV charts (headgen.geometry.unwrap): by facing direction, or xatlas's (slower)."""
 
     def __init__(self, cfg: Config, ctx: RunContext | None = None) -> None:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from headgen.geometry.marching_tets import mesh_edges
+
 
 def directions() -> Tensor:
     """[26,3] unit directions: the faces, edges and corners of a cube seen from its centre."""
@@ -40,8 +42,6 @@ def plane_basis(d: Tensor) -> tuple[Tensor, Tensor]:
 
 def face_adjacency(faces: Tensor) -> tuple[Tensor, Tensor]:
     """(a, b): the pairs of faces that share an edge (by :func:`~headgen.geometry.marching_tets.mesh_edges`)."""
-    from headgen.geometry.marching_tets import mesh_edges
-
     _, face_edges = mesh_edges(faces)
     edge, order = face_edges.reshape(-1).sort(stable=True)
     face = order // 3

@@ -16,6 +16,7 @@ lookups near seams do not bleed in the background.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ from headgen.errors import HeadgenError
 from headgen.geometry.charts import normal_charts, overlapping_charts
 from headgen.geometry.mesh import Mesh
 
-UNWRAP_METHODS = ("normal-charts", "xatlas")
+UnwrapMethod = Literal["normal-charts", "xatlas"]
+"""How :func:`unwrap` cuts charts; the type of the representations' ``export_unwrap``."""
+UNWRAP_METHODS: tuple[str, ...] = get_args(UnwrapMethod)
 
 
 def unwrap(mesh: Mesh, texture_size: int = 1024, padding: int = 2, method: str = "normal-charts") -> Mesh:
